@@ -1,0 +1,315 @@
+//! The model-file contract: the metadata an exported `.onnx` carries, written by the trainer and
+//! read back by the SDK through this one type, so both sides always agree on keys and meaning.
+
+use crate::error::{Error, Result};
+use crate::preprocess::Preprocessing;
+
+/// The `mpoxscreen.format` version this SDK writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Name of the graph input.
+pub const INPUT_NAME: &str = "image";
+/// Name of the logits output `[N, C]`.
+pub const LOGITS_NAME: &str = "logits";
+/// Name of the class-activation-map output `[N, C, h, w]`.
+pub const CAM_NAME: &str = "cam";
+
+/// Metadata keys of the contract, in the order they are written.
+pub mod keys {
+    /// Integer format version.
+    pub const FORMAT: &str = "mpoxscreen.format";
+    /// JSON array of class labels, in logit order.
+    pub const LABELS: &str = "labels";
+    /// The label whose probability is "probability of mpox".
+    pub const POSITIVE_LABEL: &str = "positive_label";
+    /// Side of the square network input.
+    pub const INPUT_SIZE: &str = "input_size";
+    /// The shorter side is resized to this before the centre crop.
+    pub const RESIZE: &str = "resize";
+    /// JSON array of three per-channel means (RGB, on the 0..1 scale).
+    pub const MEAN: &str = "mean";
+    /// JSON array of three per-channel standard deviations.
+    pub const STD: &str = "std";
+    /// Temperature dividing the logits before softmax.
+    pub const TEMPERATURE: &str = "temperature";
+    /// Probability of mpox at or above which the verdict is positive.
+    pub const THRESHOLD: &str = "threshold";
+    /// JSON array `[low, high]`: probabilities inside it are reported as uncertain.
+    pub const UNCERTAIN_BAND: &str = "uncertain_band";
+    /// Network architecture name.
+    pub const ARCH: &str = "arch";
+    /// Version of the trainer that wrote the file.
+    pub const TRAINER_VERSION: &str = "trainer_version";
+    /// Fingerprint of the training data (sha256 over sorted file hashes), or `random-init`.
+    pub const DATASET_FINGERPRINT: &str = "dataset_fingerprint";
+    /// JSON object of validation/test figures.
+    pub const METRICS: &str = "metrics";
+    /// RFC 3339 creation time.
+    pub const CREATED: &str = "created";
+}
+
+/// Everything the model file says about itself (also kept as JSON beside training checkpoints).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelMeta {
+    /// Class labels in logit order.
+    pub labels: Vec<String>,
+    /// The label counted as mpox.
+    pub positive_label: String,
+    /// Resize, crop and normalisation applied before the network.
+    pub preprocessing: Preprocessing,
+    /// Calibration temperature (> 0).
+    pub temperature: f32,
+    /// Decision threshold on the calibrated probability of mpox.
+    pub threshold: f32,
+    /// `[low, high]` around the threshold where the verdict is `Uncertain`.
+    pub uncertain_band: [f32; 2],
+    /// Architecture, e.g. `mobilenet_v2` or `resnet18`.
+    pub arch: String,
+    /// Trainer version that produced the file.
+    pub trainer_version: String,
+    /// Fingerprint of the training data.
+    pub dataset_fingerprint: String,
+    /// Validation/test figures as a JSON object (may be empty).
+    pub metrics: serde_json::Value,
+    /// Creation time (RFC 3339).
+    pub created: String,
+}
+
+impl ModelMeta {
+    /// Index of the positive label among `labels`.
+    pub fn positive_index(&self) -> usize {
+        self.labels
+            .iter()
+            .position(|l| *l == self.positive_label)
+            .unwrap_or(0)
+    }
+
+    /// The metadata as ONNX `metadata_props` key/value pairs.
+    pub fn to_props(&self) -> Vec<(String, String)> {
+        let p = &self.preprocessing;
+        let json = |v: serde_json::Value| v.to_string();
+        vec![
+            (keys::FORMAT.into(), FORMAT_VERSION.to_string()),
+            (keys::LABELS.into(), json(serde_json::json!(self.labels))),
+            (keys::POSITIVE_LABEL.into(), self.positive_label.clone()),
+            (keys::INPUT_SIZE.into(), p.input_size.to_string()),
+            (keys::RESIZE.into(), p.resize.to_string()),
+            (keys::MEAN.into(), json(serde_json::json!(p.mean))),
+            (keys::STD.into(), json(serde_json::json!(p.std))),
+            (keys::TEMPERATURE.into(), self.temperature.to_string()),
+            (keys::THRESHOLD.into(), self.threshold.to_string()),
+            (
+                keys::UNCERTAIN_BAND.into(),
+                json(serde_json::json!(self.uncertain_band)),
+            ),
+            (keys::ARCH.into(), self.arch.clone()),
+            (keys::TRAINER_VERSION.into(), self.trainer_version.clone()),
+            (
+                keys::DATASET_FINGERPRINT.into(),
+                self.dataset_fingerprint.clone(),
+            ),
+            (keys::METRICS.into(), self.metrics.to_string()),
+            (keys::CREATED.into(), self.created.clone()),
+        ]
+    }
+
+    /// Reads and validates the metadata from `metadata_props` pairs.
+    pub fn from_props<'a, I>(props: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let map: std::collections::BTreeMap<&str, &str> = props.into_iter().collect();
+        let get = |key: &str| -> Result<&str> {
+            map.get(key).copied().ok_or_else(|| Error::ModelMetadata {
+                key: key.into(),
+                reason: "missing".into(),
+            })
+        };
+        let bad = |key: &str, reason: String| Error::ModelMetadata {
+            key: key.into(),
+            reason,
+        };
+        let format = get(keys::FORMAT)?;
+        if format.trim().parse::<u32>().ok() != Some(FORMAT_VERSION) {
+            return Err(Error::ModelVersion {
+                found: format.into(),
+                supported: FORMAT_VERSION,
+            });
+        }
+        fn parse_json<T: serde::de::DeserializeOwned>(key: &str, v: &str) -> Result<T> {
+            serde_json::from_str(v).map_err(|e| Error::ModelMetadata {
+                key: key.into(),
+                reason: format!("{e} in {v:?}"),
+            })
+        }
+        let labels: Vec<String> = parse_json(keys::LABELS, get(keys::LABELS)?)?;
+        if labels.len() < 2 {
+            return Err(bad(keys::LABELS, "at least two labels are needed".into()));
+        }
+        let unique: std::collections::BTreeSet<_> = labels.iter().collect();
+        if unique.len() != labels.len() || labels.iter().any(|l| l.is_empty()) {
+            return Err(bad(
+                keys::LABELS,
+                "labels must be distinct and non-empty".into(),
+            ));
+        }
+        let positive_label = get(keys::POSITIVE_LABEL)?.to_string();
+        if !labels.contains(&positive_label) {
+            return Err(bad(
+                keys::POSITIVE_LABEL,
+                format!("{positive_label:?} is not one of the labels {labels:?}"),
+            ));
+        }
+        let input_size: u32 = parse_json(keys::INPUT_SIZE, get(keys::INPUT_SIZE)?)?;
+        let resize: u32 = parse_json(keys::RESIZE, get(keys::RESIZE)?)?;
+        if !(16..=2048).contains(&input_size) {
+            return Err(bad(
+                keys::INPUT_SIZE,
+                format!("{input_size} is outside 16..=2048"),
+            ));
+        }
+        if resize < input_size || resize > 4096 {
+            return Err(bad(
+                keys::RESIZE,
+                format!("{resize} must be at least input_size ({input_size}) and at most 4096"),
+            ));
+        }
+        let mean: [f32; 3] = parse_json(keys::MEAN, get(keys::MEAN)?)?;
+        let std: [f32; 3] = parse_json(keys::STD, get(keys::STD)?)?;
+        if std.iter().any(|s| !s.is_finite() || *s <= 0.0) || mean.iter().any(|m| !m.is_finite()) {
+            return Err(bad(
+                keys::STD,
+                "mean must be finite and std positive".into(),
+            ));
+        }
+        let temperature: f32 = parse_json(keys::TEMPERATURE, get(keys::TEMPERATURE)?)?;
+        if !temperature.is_finite() || temperature <= 0.0 {
+            return Err(bad(
+                keys::TEMPERATURE,
+                format!("{temperature} is not a positive number"),
+            ));
+        }
+        let threshold: f32 = parse_json(keys::THRESHOLD, get(keys::THRESHOLD)?)?;
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(bad(
+                keys::THRESHOLD,
+                format!("{threshold} is outside [0, 1]"),
+            ));
+        }
+        let uncertain_band: [f32; 2] =
+            parse_json(keys::UNCERTAIN_BAND, get(keys::UNCERTAIN_BAND)?)?;
+        if !(0.0 <= uncertain_band[0]
+            && uncertain_band[0] <= threshold
+            && threshold <= uncertain_band[1]
+            && uncertain_band[1] <= 1.0)
+        {
+            return Err(bad(
+                keys::UNCERTAIN_BAND,
+                format!("{uncertain_band:?} must satisfy 0 <= low <= threshold ({threshold}) <= high <= 1"),
+            ));
+        }
+        let metrics: serde_json::Value = match map.get(keys::METRICS) {
+            Some(v) => parse_json(keys::METRICS, v)?,
+            None => serde_json::json!({}),
+        };
+        let optional = |key: &str| map.get(key).map(|s| s.to_string()).unwrap_or_default();
+        Ok(Self {
+            labels,
+            positive_label,
+            preprocessing: Preprocessing {
+                input_size,
+                resize,
+                mean,
+                std,
+            },
+            temperature,
+            threshold,
+            uncertain_band,
+            arch: get(keys::ARCH)?.to_string(),
+            trainer_version: optional(keys::TRAINER_VERSION),
+            dataset_fingerprint: optional(keys::DATASET_FINGERPRINT),
+            metrics,
+            created: optional(keys::CREATED),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ModelMeta {
+        ModelMeta {
+            labels: vec!["not_mpox".into(), "mpox".into()],
+            positive_label: "mpox".into(),
+            preprocessing: Preprocessing::imagenet(224),
+            temperature: 1.5,
+            threshold: 0.3,
+            uncertain_band: [0.2, 0.6],
+            arch: "mobilenet_v2".into(),
+            trainer_version: "0.1.0".into(),
+            dataset_fingerprint: "abc".into(),
+            metrics: serde_json::json!({"auc": 0.9}),
+            created: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn props(m: &ModelMeta) -> Vec<(String, String)> {
+        m.to_props()
+    }
+
+    fn parse(p: &[(String, String)]) -> Result<ModelMeta> {
+        ModelMeta::from_props(p.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = sample();
+        assert_eq!(parse(&props(&m)).unwrap(), m);
+        assert_eq!(m.positive_index(), 1);
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let p: Vec<_> = props(&sample())
+            .into_iter()
+            .filter(|(k, _)| k != keys::TEMPERATURE)
+            .collect();
+        match parse(&p) {
+            Err(Error::ModelMetadata { key, reason }) => {
+                assert_eq!(key, keys::TEMPERATURE);
+                assert_eq!(reason, "missing");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut p = props(&sample());
+        p[0].1 = "2".into();
+        assert!(matches!(
+            parse(&p),
+            Err(Error::ModelVersion { supported: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn inconsistent_values_are_refused() {
+        let cases: [(&str, &str); 6] = [
+            (keys::POSITIVE_LABEL, "measles"),
+            (keys::UNCERTAIN_BAND, "[0.4, 0.6]"),
+            (keys::TEMPERATURE, "0"),
+            (keys::LABELS, "[\"a\",\"a\"]"),
+            (keys::RESIZE, "100"),
+            (keys::STD, "[0.2, 0.0, 0.2]"),
+        ];
+        for (key, value) in cases {
+            let mut p = props(&sample());
+            p.iter_mut().find(|(k, _)| k == key).unwrap().1 = value.into();
+            assert!(
+                matches!(parse(&p), Err(Error::ModelMetadata { .. })),
+                "{key}={value} accepted"
+            );
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The `Screener`: one loaded model, many photos, any number of threads.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+use sha2::{Digest, Sha256};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use crate::contract::{ModelMeta, CAM_NAME, INPUT_NAME, LOGITS_NAME};
+use crate::decode::{self, Limits};
+use crate::error::{Error, Result};
+use crate::quality::{self, QualityThresholds, QualityWarning};
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// How a `Screener` loads its model and screens photos.
+#[derive(Clone, Debug, Default)]
+pub struct ScreenerOptions {
+    /// If set, the model bytes must hash to this sha256 (hex, any case).
+    pub expected_sha256: Option<String>,
+    /// Limits on decoded photos.
+    pub limits: Limits,
+    /// Thresholds of the quality checks.
+    pub quality: QualityThresholds,
+    /// Compute the class-activation heatmap for each screening.
+    pub heatmap: bool,
+}
+
+/// What the SDK tells the app about a photo. A screening aid, not a diagnosis.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Calibrated probability of mpox at or above the upper edge of the uncertain band.
+    LikelyMpox,
+    /// Probability below the lower edge of the band.
+    Unlikely,
+    /// Inside the band: refer the patient for a clinical assessment.
+    Uncertain,
+}
+
+impl Verdict {
+    /// Stable snake_case code (`likely_mpox`, `unlikely`, `uncertain`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::LikelyMpox => "likely_mpox",
+            Self::Unlikely => "unlikely",
+            Self::Uncertain => "uncertain",
+        }
+    }
+
+    /// Verdict for a calibrated probability, given the model's uncertain band `[low, high]`.
+    pub fn from_probability(p: f32, band: [f32; 2]) -> Self {
+        if p >= band[1] {
+            Self::LikelyMpox
+        } else if p < band[0] {
+            Self::Unlikely
+        } else {
+            Self::Uncertain
+        }
+    }
+}
+
+/// Where the model looked: the positive class's activation map against the others, upsampled to the
+/// network input (the centre crop of the photo) and scaled to 0..1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Heatmap {
+    /// Width in pixels (the model's input size).
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major values in 0..1.
+    pub values: Vec<f32>,
+}
+
+/// A label and its calibrated probability.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassProbability {
+    /// Class label from the model file.
+    pub label: String,
+    /// Calibrated probability.
+    pub probability: f32,
+}
+
+/// The result of screening one photo.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Screening {
+    /// Calibrated probability of the positive (mpox) label.
+    pub probability_mpox: f32,
+    /// Calibrated probability of every label, in the model's label order.
+    pub probabilities: Vec<ClassProbability>,
+    /// Verdict from the model's operating point and uncertain band.
+    pub verdict: Verdict,
+    /// Quality warnings: if any, suggest a retake.
+    pub quality: Vec<QualityWarning>,
+    /// Class-activation heatmap, when asked for.
+    pub heatmap: Option<Heatmap>,
+    /// Raw (uncalibrated) logits.
+    pub logits: Vec<f32>,
+    /// Short id of the model (first 12 hex digits of its sha256).
+    pub model_id: String,
+    /// Wall time of the whole call in milliseconds (decode, preprocess, inference).
+    pub latency_ms: f64,
+}
+
+/// Facts about the loaded model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// The contract metadata.
+    pub meta: ModelMeta,
+    /// sha256 of the model file (lowercase hex).
+    pub sha256: String,
+    /// First 12 hex digits of `sha256`.
+    pub model_id: String,
+    /// Side of the class-activation map.
+    pub cam_size: (usize, usize),
+}
+
+/// Raw network outputs for one preprocessed image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawOutput {
+    /// Logits `[C]`.
+    pub logits: Vec<f32>,
+    /// Class-activation maps `[C, h, w]`, row-major.
+    pub cam: Vec<f32>,
+    /// `(h, w)` of the maps.
+    pub cam_size: (usize, usize),
+}
+
+/// A loaded screening model. `Send + Sync`: share one behind an `Arc` across threads.
+pub struct Screener {
+    plan: Plan,
+    logits_ix: usize,
+    cam_ix: usize,
+    info: ModelInfo,
+    options: ScreenerOptions,
+}
+
+impl std::fmt::Debug for Screener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Screener")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Screener {
+    /// Loads a model file.
+    pub fn from_path(path: impl AsRef<Path>, options: ScreenerOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, options)
+    }
+
+    /// Loads a model from its bytes (for apps that bundle it as an asset).
+    pub fn from_bytes(bytes: &[u8], options: ScreenerOptions) -> Result<Self> {
+        let sha256 = hex(&Sha256::digest(bytes));
+        if let Some(expected) = &options.expected_sha256 {
+            if !expected.trim().eq_ignore_ascii_case(&sha256) {
+                return Err(Error::ModelChecksum {
+                    expected: expected.trim().to_ascii_lowercase(),
+                    actual: sha256,
+                });
+            }
+        }
+        // tract is not written for hostile input: a malformed graph could panic deep inside it.
+        let loaded =
+            catch_unwind(AssertUnwindSafe(|| load(bytes))).map_err(|p| Error::ModelDecode {
+                reason: format!("the model parser panicked: {}", panic_message(&p)),
+            })??;
+        let (plan, meta, logits_ix, cam_ix, cam_size) = loaded;
+        let info = ModelInfo {
+            meta,
+            model_id: sha256[..12].to_string(),
+            sha256,
+            cam_size,
+        };
+        Ok(Self {
+            plan,
+            logits_ix,
+            cam_ix,
+            info,
+            options,
+        })
+    }
+
+    /// What the model file says about itself.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The options this screener was loaded with.
+    pub fn options(&self) -> &ScreenerOptions {
+        &self.options
+    }
+
+    /// Screens an encoded photo (JPEG, PNG, WebP, BMP).
+    pub fn screen(&self, bytes: &[u8]) -> Result<Screening> {
+        let start = Instant::now();
+        let img = decode::decode(bytes, &self.options.limits)?;
+        self.screen_decoded(&img, start)
+    }
+
+    /// Screens a raw RGBA camera frame (row-major, no padding).
+    pub fn screen_rgba(&self, width: u32, height: u32, pixels: &[u8]) -> Result<Screening> {
+        let start = Instant::now();
+        let img = decode::from_rgba(width, height, pixels, &self.options.limits)?;
+        self.screen_decoded(&img, start)
+    }
+
+    /// Screens an already decoded, upright RGB image.
+    pub fn screen_image(&self, img: &RgbImage) -> Result<Screening> {
+        let start = Instant::now();
+        self.options.limits.check(img.width(), img.height())?;
+        self.screen_decoded(img, start)
+    }
+
+    fn screen_decoded(&self, img: &RgbImage, start: Instant) -> Result<Screening> {
+        let meta = &self.info.meta;
+        let pre = &meta.preprocessing;
+        let crop = pre.center_crop(img);
+        let quality = quality::assess(
+            img.dimensions(),
+            &crop,
+            pre.input_size,
+            &self.options.quality,
+        );
+        let raw = self.infer(&pre.normalize(&crop))?;
+        let probs = softmax(&raw.logits, meta.temperature);
+        let pos = meta.positive_index();
+        let probability_mpox = probs[pos];
+        let heatmap = self
+            .options
+            .heatmap
+            .then(|| heatmap(&raw, pos, pre.input_size));
+        Ok(Screening {
+            probability_mpox,
+            probabilities: meta
+                .labels
+                .iter()
+                .zip(&probs)
+                .map(|(label, &probability)| ClassProbability {
+                    label: label.clone(),
+                    probability,
+                })
+                .collect(),
+            verdict: Verdict::from_probability(probability_mpox, meta.uncertain_band),
+            quality,
+            heatmap,
+            logits: raw.logits,
+            model_id: self.info.model_id.clone(),
+            latency_ms: start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Runs the network on one preprocessed image (`3·S·S` normalised CHW floats).
+    pub fn infer(&self, input: &[f32]) -> Result<RawOutput> {
+        let s = self.info.meta.preprocessing.input_size as usize;
+        if input.len() != 3 * s * s {
+            return Err(Error::Inference {
+                reason: format!("input has {} values, expected 3x{s}x{s}", input.len()),
+            });
+        }
+        let run = || -> TractResult<RawOutput> {
+            let tensor = Tensor::from_shape(&[1, 3, s, s], input)?;
+            let outputs = self.plan.run(tvec!(tensor.into()))?;
+            let logits = outputs[self.logits_ix].to_plain_array_view::<f32>()?;
+            let cam = outputs[self.cam_ix].to_plain_array_view::<f32>()?;
+            Ok(RawOutput {
+                logits: logits.iter().copied().collect(),
+                cam: cam.iter().copied().collect(),
+                cam_size: self.info.cam_size,
+            })
+        };
+        catch_unwind(AssertUnwindSafe(run))
+            .map_err(|p| Error::Inference {
+                reason: format!("the inference engine panicked: {}", panic_message(&p)),
+            })?
+            .map_err(|e| Error::Inference {
+                reason: format!("{e:#}"),
+            })
+    }
+}
+
+type Loaded = (Plan, ModelMeta, usize, usize, (usize, usize));
+
+fn load(bytes: &[u8]) -> Result<Loaded> {
+    let decode_err = |e: TractError| Error::ModelDecode {
+        reason: format!("{e:#}"),
+    };
+    let onnx = tract_onnx::onnx();
+    let proto = onnx
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(decode_err)?;
+    let graph = proto.graph.as_ref().ok_or_else(|| Error::ModelDecode {
+        reason: "the file holds no graph".into(),
+    })?;
+    let meta = ModelMeta::from_props(
+        proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str())),
+    )?;
+    let (logits_ix, cam_ix) = check_signature(graph, &meta)?;
+    let s = meta.preprocessing.input_size as usize;
+    let contract_err = |e: TractError| Error::ModelContract {
+        reason: format!("{e:#}"),
+    };
+    let mut model = onnx.model_for_proto_model(&proto).map_err(decode_err)?;
+    model
+        .set_input_fact(0, f32::fact([1, 3, s, s]).into())
+        .map_err(contract_err)?;
+    let model = model.into_optimized().map_err(contract_err)?;
+    let c = meta.labels.len();
+    let logits_shape = concrete_shape(&model, logits_ix)?;
+    if logits_shape != [1, c] {
+        return Err(Error::ModelContract {
+            reason: format!(
+                "`logits` has shape {logits_shape:?} for one image, expected [1, {c}] ({c} labels)"
+            ),
+        });
+    }
+    let cam_shape = concrete_shape(&model, cam_ix)?;
+    if cam_shape.len() != 4 || cam_shape[..2] != [1, c] {
+        return Err(Error::ModelContract {
+            reason: format!("`cam` has shape {cam_shape:?} for one image, expected [1, {c}, h, w]"),
+        });
+    }
+    let plan = model.into_runnable().map_err(contract_err)?;
+    Ok((plan, meta, logits_ix, cam_ix, (cam_shape[2], cam_shape[3])))
+}
+
+/// Checks names, element types and ranks of the graph's inputs and outputs against the contract.
+fn check_signature(graph: &pb::GraphProto, meta: &ModelMeta) -> Result<(usize, usize)> {
+    let bad = |reason: String| Error::ModelContract { reason };
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .collect();
+    let [input] = inputs.as_slice() else {
+        return Err(bad(format!(
+            "expected one input `{INPUT_NAME}`, found {:?}",
+            inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
+        )));
+    };
+    if input.name != INPUT_NAME {
+        return Err(bad(format!(
+            "the input is called `{}`, expected `{INPUT_NAME}`",
+            input.name
+        )));
+    }
+    let dims = tensor_dims(input)
+        .ok_or_else(|| bad(format!("input `{INPUT_NAME}` is not a float32 tensor")))?;
+    let s = i64::from(meta.preprocessing.input_size);
+    let expected = [None, Some(3), Some(s), Some(s)];
+    let matches = dims.len() == 4
+        && dims
+            .iter()
+            .zip(expected)
+            .all(|(d, e)| d.is_none() || e.is_none() || *d == e);
+    if !matches {
+        return Err(bad(format!(
+            "input `{INPUT_NAME}` has shape {}, expected [N, 3, {s}, {s}]",
+            show_dims(&dims)
+        )));
+    }
+    let position = |name: &str| {
+        graph
+            .output
+            .iter()
+            .position(|o| o.name == name)
+            .ok_or_else(|| bad(format!("output `{name}` is missing")))
+    };
+    let logits_ix = position(LOGITS_NAME)?;
+    let cam_ix = position(CAM_NAME)?;
+    for (ix, rank) in [(logits_ix, 2), (cam_ix, 4)] {
+        let out = &graph.output[ix];
+        match tensor_dims(out) {
+            Some(d) if d.len() == rank => {}
+            Some(d) => {
+                return Err(bad(format!(
+                    "output `{}` has rank {}, expected {rank}",
+                    out.name,
+                    d.len()
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "output `{}` is not a float32 tensor",
+                    out.name
+                )))
+            }
+        }
+    }
+    Ok((logits_ix, cam_ix))
+}
+
+/// Dimensions of a float32 tensor value (`None` per symbolic dimension), or `None` if it is not one.
+fn tensor_dims(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    use pb::type_proto::Value;
+    let Some(Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    if t.elem_type != pb::tensor_proto::DataType::Float as i32 {
+        return None;
+    }
+    let shape = t.shape.as_ref()?;
+    Some(
+        shape
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+fn show_dims(dims: &[Option<i64>]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or("?".into(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn concrete_shape(model: &TypedModel, output: usize) -> Result<Vec<usize>> {
+    let fact = model
+        .output_fact(output)
+        .map_err(|e| Error::ModelContract {
+            reason: format!("{e:#}"),
+        })?;
+    fact.shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+        .ok_or_else(|| Error::ModelContract {
+            reason: format!("output {output} has a non-concrete shape {:?}", fact.shape),
+        })
+}
+
+/// Softmax of `logits / temperature`, computed stably.
+pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
+    let scaled: Vec<f32> = logits.iter().map(|l| l / temperature).collect();
+    let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = scaled.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+/// Upsamples (bilinear, half-pixel centres) the positive map minus the mean of the others, scaled to 0..1.
+fn heatmap(raw: &RawOutput, pos: usize, size: u32) -> Heatmap {
+    let (h, w) = raw.cam_size;
+    let plane = h * w;
+    let classes = raw.cam.len() / plane.max(1);
+    let contrast: Vec<f32> = (0..plane)
+        .map(|i| {
+            let others: f32 = (0..classes)
+                .filter(|&c| c != pos)
+                .map(|c| raw.cam[c * plane + i])
+                .sum::<f32>()
+                / (classes - 1).max(1) as f32;
+            raw.cam[pos * plane + i] - others
+        })
+        .collect();
+    let n = size as usize;
+    let sample = |v: f32, len: usize| {
+        let x = ((v + 0.5) * len as f32 / n as f32 - 0.5).clamp(0.0, (len - 1) as f32);
+        let i0 = x.floor() as usize;
+        let i1 = (i0 + 1).min(len - 1);
+        (i0, i1, x - i0 as f32)
+    };
+    let mut values = Vec::with_capacity(n * n);
+    for y in 0..n {
+        let (y0, y1, fy) = sample(y as f32, h);
+        for x in 0..n {
+            let (x0, x1, fx) = sample(x as f32, w);
+            let top = contrast[y0 * w + x0] * (1.0 - fx) + contrast[y0 * w + x1] * fx;
+            let bottom = contrast[y1 * w + x0] * (1.0 - fx) + contrast[y1 * w + x1] * fx;
+            values.push(top * (1.0 - fy) + bottom * fy);
+        }
+    }
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let range = hi - lo;
+    for v in &mut values {
+        *v = if range > 1e-12 {
+            (*v - lo) / range
+        } else {
+            0.0
+        };
+    }
+    Heatmap {
+        width: size,
+        height: size,
+        values,
+    }
+}
+
+/// Lowercase hex of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_with_temperature() {
+        let p = softmax(&[0.0, 2.0_f32.ln()], 1.0);
+        assert!((p[0] - 1.0 / 3.0).abs() < 1e-6 && (p[1] - 2.0 / 3.0).abs() < 1e-6);
+        // A temperature of 2 halves the log-odds: ln 2 / 2 -> odds √2.
+        let p = softmax(&[0.0, 2.0_f32.ln()], 2.0);
+        let odds = p[1] / p[0];
+        assert!((odds - 2.0_f32.sqrt()).abs() < 1e-5);
+        let p = softmax(&[1000.0, -1000.0], 1.0);
+        assert!(p[0] == 1.0 && p[1] == 0.0);
+    }
+
+    #[test]
+    fn verdict_bands() {
+        let band = [0.3, 0.7];
+        assert_eq!(Verdict::from_probability(0.29, band), Verdict::Unlikely);
+        assert_eq!(Verdict::from_probability(0.3, band), Verdict::Uncertain);
+        assert_eq!(Verdict::from_probability(0.69, band), Verdict::Uncertain);
+        assert_eq!(Verdict::from_probability(0.7, band), Verdict::LikelyMpox);
+        // A degenerate band is a plain threshold.
+        assert_eq!(
+            Verdict::from_probability(0.5, [0.5, 0.5]),
+            Verdict::LikelyMpox
+        );
+        assert_eq!(
+            Verdict::from_probability(0.49, [0.5, 0.5]),
+            Verdict::Unlikely
+        );
+    }
+
+    #[test]
+    fn heatmap_follows_the_positive_map() {
+        // 2 classes, 2x2 maps: positive evidence in the top-left cell only.
+        let raw = RawOutput {
+            logits: vec![0.0, 0.0],
+            cam: vec![0.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0],
+            cam_size: (2, 2),
+        };
+        let h = heatmap(&raw, 1, 8);
+        assert_eq!(h.values.len(), 64);
+        assert_eq!(h.values[0], 1.0);
+        assert_eq!(h.values[63], 0.0);
+        assert!(h.values[9] > h.values[54]);
+    }
+
+    #[test]
+    fn screener_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Screener>();
+    }
+}

@@ -1,0 +1,70 @@
+//! Host-side trainer of mpoxscreen: models in candle, ONNX export, parity checks, and (built on
+//! those) datasets, training, calibration, evaluation and the GAN.
+//!
+//! The `mpox-trainer` binary only parses arguments and calls into these modules.
+
+pub mod atomic;
+pub mod check;
+pub mod dataset;
+mod error;
+pub mod models;
+pub mod onnx;
+pub mod ops;
+pub mod synthetic;
+pub mod weights;
+
+pub use error::{Error, Result};
+
+use mpox_sdk::contract::ModelMeta;
+use mpox_sdk::Preprocessing;
+
+/// Version written into exported model files.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Metadata for a model that has not been trained or calibrated (random or ImageNet weights):
+/// temperature 1, threshold 0.5, a ±0.1 uncertain band.
+pub fn untrained_meta(arch: models::Arch, labels: Vec<String>, input_size: u32) -> ModelMeta {
+    let positive_label = labels
+        .iter()
+        .find(|l| l.as_str() == "mpox")
+        .unwrap_or(&labels[labels.len() - 1])
+        .clone();
+    ModelMeta {
+        labels,
+        positive_label,
+        preprocessing: Preprocessing::imagenet(input_size),
+        temperature: 1.0,
+        threshold: 0.5,
+        uncertain_band: [0.4, 0.6],
+        arch: arch.to_string(),
+        trainer_version: VERSION.into(),
+        dataset_fingerprint: "untrained".into(),
+        metrics: serde_json::json!({}),
+        created: now_rfc3339(),
+    }
+}
+
+/// The current UTC time as RFC 3339 (seconds precision), without a date-time dependency.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
