@@ -72,8 +72,16 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
         .map_err(|e| Error::ImageDecode {
             reason: e.to_string(),
         })?;
-    if reader.format().is_none() {
-        return Err(Error::ImageFormat);
+    match reader.format() {
+        None => return Err(Error::ImageFormat),
+        // The JPEG decoder fills a truncated scan with grey and reports success; a half-grey photo
+        // must not be screened as if it were whole.
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+            return Err(Error::ImageDecode {
+                reason: "truncated JPEG: no end-of-image marker after the image data".into(),
+            })
+        }
+        Some(_) => {}
     }
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc);
@@ -108,6 +116,33 @@ pub fn from_rgba(width: u32, height: u32, pixels: &[u8], limits: &Limits) -> Res
     })
 }
 
+/// Whether a JPEG's first scan is followed by an end-of-image marker.
+///
+/// Walks the marker segments from the start (skipping APPn segments, whose EXIF thumbnails carry
+/// their own markers) to the first start-of-scan, then looks for `FF D9` in the entropy-coded data,
+/// where a literal `FF` byte is always stuffed as `FF 00` and so cannot fake the marker.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if marker == 0xDA {
+            return bytes[i + 2 + len.min(bytes.len() - i - 2)..]
+                .windows(2)
+                .any(|w| w == [0xFF, 0xD9]);
+        }
+        i += 2 + len;
+    }
+    false
+}
+
 fn into_rgb(img: DynamicImage) -> RgbImage {
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
@@ -124,5 +159,51 @@ fn map_image_error(e: ImageError) -> Error {
         other => Error::ImageDecode {
             reason: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 90]));
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&img)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn complete_and_truncated_jpegs() {
+        let full = jpeg(64, 48);
+        assert!(jpeg_is_complete(&full));
+        // Trailing bytes after EOI (some cameras append data) are fine.
+        let mut trailer = full.clone();
+        trailer.extend_from_slice(b"vendor trailer");
+        assert!(jpeg_is_complete(&trailer));
+        for cut in [full.len() - 2, full.len() / 2, 20, 3] {
+            assert!(!jpeg_is_complete(&full[..cut]), "cut at {cut}");
+            assert!(matches!(
+                decode(&full[..cut], &Limits::default()),
+                Err(Error::ImageDecode { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn limits_are_checked_both_ways() {
+        let l = Limits::default();
+        assert!(l.check(4000, 3000).is_ok());
+        assert!(matches!(
+            l.check(20_000, 10),
+            Err(Error::ImageTooLarge { .. })
+        ));
+        assert!(matches!(
+            l.check(10_000, 10_000),
+            Err(Error::ImageTooLarge { .. })
+        ));
+        assert!(matches!(l.check(31, 500), Err(Error::ImageTooSmall { .. })));
     }
 }

@@ -1,1 +1,126 @@
+//! Fixtures shared by the end-to-end tests and benchmarks: generated models, photos and encodings.
+//! Nothing here reads the real dataset; `shared()` finds `../shared` for the reference tests only.
 
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use image::{DynamicImage, ImageFormat, RgbImage};
+use mpox_trainer::models::{Arch, Network};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The read-only `shared/` folder (weights, PyTorch references, data): `$MPOX_SHARED`, else
+/// `../shared` beside the workspace. `None` (with a note on stderr) when absent, unless
+/// `MPOX_REQUIRE_SHARED=1`, which turns its absence into a failure.
+pub fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("MPOX_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("..").join("shared"));
+    if dir.join("reference").is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("MPOX_REQUIRE_SHARED").as_deref() == Ok("1") {
+        panic!(
+            "MPOX_REQUIRE_SHARED=1 but {} has no reference/ folder",
+            dir.display()
+        );
+    }
+    eprintln!("note: {} not found; reference test skipped", dir.display());
+    None
+}
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpox-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Randomises every BatchNorm's statistics and affine parameters so that a folding mistake shows.
+pub fn perturb_batchnorm(net: &Network, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let data = net.varmap().data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        if var.rank() != 1 || name.ends_with("fc.bias") || name.ends_with("classifier.1.bias") {
+            continue;
+        }
+        let n = var.elem_count();
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                if name.ends_with("running_var") {
+                    rng.random_range(0.5..2.0)
+                } else if name.ends_with("weight") {
+                    rng.random_range(0.5..1.5)
+                } else {
+                    rng.random_range(-0.3..0.3)
+                }
+            })
+            .collect();
+        var.set(&Tensor::from_vec(values, n, &Device::Cpu).unwrap())
+            .unwrap();
+    }
+}
+
+/// A network with seeded random weights, BatchNorm perturbed, a head scaled up so logits are O(1).
+pub fn random_network(arch: Arch, classes: usize, seed: u64) -> Network {
+    let net = Network::new(arch, classes, seed, &Device::Cpu).unwrap();
+    perturb_batchnorm(&net, seed + 1);
+    let name = format!("{}.weight", arch.head_prefix());
+    let var = net.varmap().data().lock().unwrap()[&name].clone();
+    var.set(&(var.as_tensor() * 30.0).unwrap()).unwrap();
+    net
+}
+
+/// The exported ONNX bytes of `net`, with untrained metadata for `input_size`.
+pub fn export(net: &Network, input_size: u32) -> Vec<u8> {
+    let labels = if net.num_classes() == 2 {
+        vec!["not_mpox".to_string(), "mpox".to_string()]
+    } else {
+        (0..net.num_classes())
+            .map(|i| format!("class{i}"))
+            .collect()
+    };
+    let meta = mpox_trainer::untrained_meta(net.arch(), labels, input_size);
+    mpox_trainer::onnx::to_bytes(net, &meta).unwrap()
+}
+
+/// A small random MobileNetV2 (width 0.35) model file for `input_size`, for SDK tests.
+pub fn tiny_model(input_size: u32) -> Vec<u8> {
+    let net = random_network(Arch::MobileNetV2 { width: 0.35 }, 2, 11);
+    export(&net, input_size)
+}
+
+/// A synthetic skin photo.
+pub fn photo(seed: u64, positive: bool, size: u32) -> RgbImage {
+    let mut rng = StdRng::seed_from_u64(seed);
+    mpox_trainer::synthetic::photo(&mut rng, positive, size)
+}
+
+/// Encodes an image in a format (PNG keeps its colour type and bit depth).
+pub fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+/// A JPEG at quality `q`.
+pub fn jpeg(img: &RgbImage, q: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+        .encode_image(img)
+        .unwrap();
+    out
+}

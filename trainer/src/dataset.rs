@@ -1,6 +1,13 @@
-//! Image folders on disk.
+//! Image folders on disk: listing images, and scanning an ImageFolder tree (`ROOT/<class>/<files>`)
+//! into a [`Dataset`] with a content fingerprint.
 
 use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use mpox_sdk::decode::{decode, Limits};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -26,4 +33,362 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// One photo of a [`Dataset`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Path relative to the dataset root, with `/` separators on every platform so that manifests
+    /// written on one machine read the same on another.
+    pub rel_path: String,
+    /// Index into [`Dataset::classes`].
+    pub class_index: usize,
+    /// SHA-256 of the file's bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// A file that was found but could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreadable {
+    /// Path relative to the dataset root (`/` separators).
+    pub path: String,
+    /// Why it could not be used.
+    pub reason: String,
+}
+
+/// An ImageFolder tree: one sub-folder per class, photos anywhere below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dataset {
+    /// The folder that was scanned.
+    pub root: PathBuf,
+    /// Class names (the sub-folders of `root`), sorted so that class indices do not depend on
+    /// the order the file system lists them in.
+    pub classes: Vec<String>,
+    /// Every readable image, sorted by `rel_path`.
+    pub items: Vec<Item>,
+    /// Image files that could not be read (reported, never fatal: one bad file in a scraped
+    /// data set should not stop an audit).
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Dataset {
+    /// Scans `root`: every non-hidden sub-folder is a class; every image file below it (at any
+    /// depth; symbolic links to folders are not followed, so a link cycle cannot hang the scan)
+    /// is an item. Files are read and hashed in parallel.
+    ///
+    /// Fails when `root` is missing, is not a folder, or has no class folder.
+    pub fn scan(root: &Path) -> Result<Dataset> {
+        if !root.is_dir() {
+            return Err(Error::Invalid(format!(
+                "dataset folder {} does not exist or is not a folder",
+                root.display()
+            )));
+        }
+        let mut classes = Vec::new();
+        for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+            let entry = entry.map_err(|e| Error::io(root, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.path().is_dir() {
+                classes.push(name);
+            }
+        }
+        classes.sort();
+        if classes.is_empty() {
+            return Err(Error::Invalid(format!(
+                "dataset folder {} has no class sub-folders (expected ROOT/<class>/<images>)",
+                root.display()
+            )));
+        }
+        let mut files: Vec<(String, usize)> = Vec::new();
+        let mut unreadable = Vec::new();
+        for (class_index, class) in classes.iter().enumerate() {
+            walk(
+                root,
+                &root.join(class),
+                &mut |rel| files.push((rel, class_index)),
+                &mut unreadable,
+            );
+        }
+        files.sort();
+        let hashed: Vec<std::result::Result<Item, Unreadable>> = files
+            .into_par_iter()
+            .map(|(rel_path, class_index)| {
+                let path = join_rel(root, &rel_path);
+                match std::fs::read(&path) {
+                    Ok(bytes) => Ok(Item {
+                        sha256: sha256_hex(&bytes),
+                        rel_path,
+                        class_index,
+                    }),
+                    Err(e) => Err(Unreadable {
+                        path: rel_path,
+                        reason: e.to_string(),
+                    }),
+                }
+            })
+            .collect();
+        let mut items = Vec::with_capacity(hashed.len());
+        for h in hashed {
+            match h {
+                Ok(item) => items.push(item),
+                Err(u) => unreadable.push(u),
+            }
+        }
+        unreadable.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Dataset {
+            root: root.to_path_buf(),
+            classes,
+            items,
+            unreadable,
+        })
+    }
+
+    /// The full path of an item.
+    pub fn path(&self, item: &Item) -> PathBuf {
+        join_rel(&self.root, &item.rel_path)
+    }
+
+    /// The class name of an item.
+    pub fn class_of(&self, item: &Item) -> &str {
+        &self.classes[item.class_index]
+    }
+
+    /// Number of items per class, in the order of [`Dataset::classes`].
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for item in &self.items {
+            counts[item.class_index] += 1;
+        }
+        counts
+    }
+
+    /// A content fingerprint: SHA-256 (hex) over the sorted lines `"<sha256>  <class>\n"`.
+    ///
+    /// It changes when a photo is added, removed, edited or relabelled, but not when files are
+    /// renamed or moved within their class, nor with the order the file system lists them in.
+    pub fn fingerprint(&self) -> String {
+        let mut lines: Vec<String> = self
+            .items
+            .iter()
+            .map(|i| format!("{}  {}\n", i.sha256, self.classes[i.class_index]))
+            .collect();
+        lines.sort();
+        let mut h = Sha256::new();
+        for l in &lines {
+            h.update(l.as_bytes());
+        }
+        mpox_sdk::hex(&h.finalize())
+    }
+
+    /// Reads and decodes an item exactly as the SDK decodes a photo on the phone (EXIF
+    /// orientation, colour conversion, default limits), so training sees what inference sees.
+    pub fn load(&self, item: &Item) -> Result<RgbImage> {
+        load_image(&self.path(item))
+    }
+}
+
+/// Reads and decodes an image file through [`mpox_sdk::decode::decode`] with default limits.
+pub fn load_image(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode(&bytes, &Limits::default())
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    mpox_sdk::hex(&Sha256::digest(bytes))
+}
+
+/// `root` joined with a `/`-separated relative path.
+fn join_rel(root: &Path, rel: &str) -> PathBuf {
+    let mut p = root.to_path_buf();
+    p.extend(rel.split('/'));
+    p
+}
+
+/// Collects image files below `dir` as `/`-separated paths relative to `root`.
+fn walk(root: &Path, dir: &Path, found: &mut dyn FnMut(String), unreadable: &mut Vec<Unreadable>) {
+    let rel = |p: &Path| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            unreadable.push(Unreadable {
+                path: rel(dir),
+                reason: format!("cannot list folder: {e}"),
+            });
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                unreadable.push(Unreadable {
+                    path: rel(dir),
+                    reason: format!("cannot list folder: {e}"),
+                });
+                continue;
+            }
+        };
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                walk(root, &path, found, unreadable);
+            }
+        } else if is_image(&path) {
+            // Broken links and special files are kept so that reading them reports why they
+            // are unusable, instead of them silently vanishing from the data set.
+            found(rel(&path));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A fresh, empty temporary folder for one test.
+    pub(crate) fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mpox-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Encodes `img` as PNG at `path`, creating folders.
+    pub(crate) fn write_png(path: &Path, img: &RgbImage) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        img.save_with_format(path, image::ImageFormat::Png).unwrap();
+    }
+
+    fn solid(v: u8) -> RgbImage {
+        RgbImage::from_pixel(40, 40, image::Rgb([v, v / 2, 255 - v]))
+    }
+
+    #[test]
+    fn scans_classes_recursively_and_ignores_non_images() {
+        let root = temp_dir("dataset-scan");
+        write_png(&root.join("b").join("x.png"), &solid(1));
+        write_png(&root.join("b").join("sub").join("y.PNG"), &solid(2));
+        write_png(&root.join("a").join("z.png"), &solid(3));
+        std::fs::write(root.join("a").join("notes.txt"), "not an image").unwrap();
+        std::fs::create_dir_all(root.join(".hidden")).unwrap();
+        write_png(&root.join(".hidden").join("h.png"), &solid(4));
+        write_png(&root.join("stray.png"), &solid(5));
+
+        let ds = Dataset::scan(&root).unwrap();
+        assert_eq!(ds.classes, ["a", "b"]);
+        let paths: Vec<&str> = ds.items.iter().map(|i| i.rel_path.as_str()).collect();
+        assert_eq!(paths, ["a/z.png", "b/sub/y.PNG", "b/x.png"]);
+        assert_eq!(
+            ds.items.iter().map(|i| i.class_index).collect::<Vec<_>>(),
+            [0, 1, 1]
+        );
+        assert_eq!(ds.class_counts(), [1, 2]);
+        let bytes = std::fs::read(root.join("b").join("x.png")).unwrap();
+        assert_eq!(ds.items[2].sha256, sha256_hex(&bytes));
+        assert_eq!(ds.load(&ds.items[2]).unwrap(), solid(1));
+        assert!(ds.unreadable.is_empty());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn sha256_of_known_input() {
+        // `printf abc | sha256sum`
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn fingerprint_ignores_names_but_not_labels() {
+        let root = temp_dir("dataset-fp");
+        write_png(&root.join("a").join("1.png"), &solid(10));
+        write_png(&root.join("b").join("2.png"), &solid(20));
+        let fp = Dataset::scan(&root).unwrap().fingerprint();
+        assert_eq!(fp.len(), 64);
+
+        std::fs::rename(
+            root.join("a").join("1.png"),
+            root.join("a").join("renamed.png"),
+        )
+        .unwrap();
+        assert_eq!(Dataset::scan(&root).unwrap().fingerprint(), fp);
+
+        std::fs::create_dir_all(root.join("c")).unwrap();
+        std::fs::rename(
+            root.join("a").join("renamed.png"),
+            root.join("c").join("1.png"),
+        )
+        .unwrap();
+        assert_ne!(Dataset::scan(&root).unwrap().fingerprint(), fp);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_of_sorted_lines() {
+        let ds = Dataset {
+            root: PathBuf::from("/nowhere"),
+            classes: vec!["a".into(), "b".into()],
+            items: vec![
+                Item {
+                    rel_path: "b/1".into(),
+                    class_index: 1,
+                    sha256: "ff".into(),
+                },
+                Item {
+                    rel_path: "a/2".into(),
+                    class_index: 0,
+                    sha256: "00".into(),
+                },
+            ],
+            unreadable: vec![],
+        };
+        assert_eq!(ds.fingerprint(), sha256_hex(b"00  a\nff  b\n"));
+    }
+
+    #[test]
+    fn missing_or_empty_root_is_a_clear_error() {
+        let missing = std::env::temp_dir().join("mpox-definitely-missing-dataset");
+        let err = Dataset::scan(&missing).unwrap_err().to_string();
+        assert!(err.contains("mpox-definitely-missing-dataset"), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+
+        let empty = temp_dir("dataset-empty");
+        let err = Dataset::scan(&empty).unwrap_err().to_string();
+        assert!(err.contains("no class sub-folders"), "{err}");
+        std::fs::remove_dir_all(empty).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unreadable_file_is_reported_not_fatal() {
+        let root = temp_dir("dataset-unreadable");
+        write_png(&root.join("a").join("ok.png"), &solid(1));
+        // A dangling link: unreadable even for root, which ignores permission bits.
+        std::os::unix::fs::symlink(root.join("gone.png"), root.join("a").join("broken.png"))
+            .unwrap();
+        let ds = Dataset::scan(&root).unwrap();
+        assert_eq!(ds.items.len(), 1);
+        assert_eq!(ds.items[0].rel_path, "a/ok.png");
+        assert_eq!(ds.unreadable.len(), 1);
+        assert_eq!(ds.unreadable[0].path, "a/broken.png");
+        assert!(
+            ds.unreadable[0].reason.contains("No such file"),
+            "{:?}",
+            ds.unreadable
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }

@@ -4,13 +4,23 @@
 //! The `mpox-trainer` binary only parses arguments and calls into these modules.
 
 pub mod atomic;
+pub mod audit;
+pub mod calibration;
 pub mod check;
+pub mod crossval;
 pub mod dataset;
 mod error;
+pub mod evaluate;
+pub mod gan;
+pub mod metrics;
 pub mod models;
 pub mod onnx;
 pub mod ops;
+pub mod pipeline;
+pub mod plots;
+pub mod split;
 pub mod synthetic;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};
@@ -41,6 +51,21 @@ pub fn untrained_meta(arch: models::Arch, labels: Vec<String>, input_size: u32) 
         dataset_fingerprint: "untrained".into(),
         metrics: serde_json::json!({}),
         created: now_rfc3339(),
+    }
+}
+
+/// The compute device named on the command line: `cpu`, or `cuda` in builds with the `cuda` feature.
+pub fn device(name: &str) -> Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" if cfg!(feature = "cuda") => Ok(candle_core::Device::new_cuda(0)?),
+        "cuda" => Err(Error::Invalid(
+            "this build has no CUDA support: rebuild with `cargo build --release --features cuda`"
+                .into(),
+        )),
+        other => Err(Error::Invalid(format!(
+            "unknown device {other:?}: use cpu or cuda"
+        ))),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Convolution + BatchNorm + activation, the unit both networks are made of.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Init, VarBuilder};
+use candle_core::{Module, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
 
 use crate::onnx::GraphBuilder;
 use crate::ops;
@@ -22,7 +22,7 @@ impl Act {
         match self {
             Act::None => Ok(x),
             Act::Relu => x.relu(),
-            Act::Relu6 => x.clamp(0f32, 6f32),
+            Act::Relu6 => ops::relu6(&x),
         }
     }
 
@@ -32,6 +32,78 @@ impl Act {
             Act::Relu => g.relu(&x),
             Act::Relu6 => g.relu6(&x),
         }
+    }
+}
+
+/// 2-D BatchNorm with torchvision's parameter names, eps 1e-5 and momentum 0.1, running on the
+/// fused CPU kernels of [`ops::batch_norm`].
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm {
+    /// Fetches `weight`, `bias`, `running_mean` and `running_var` for `c` channels.
+    pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        let stat = |name: &str, init: f64| -> Result<Var> {
+            Var::from_tensor(&vb.get_with_hints(c, name, Init::Const(init))?)
+        };
+        Ok(Self {
+            weight: vb.get_with_hints(c, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(c, "bias", Init::Const(0.0))?,
+            running_mean: stat("running_mean", 0.0)?,
+            running_var: stat("running_var", 1.0)?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// Normalises with the batch's statistics (updating the running ones) when `train`, else with
+    /// the running statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (mean, var) = if train {
+            let stats = ops::channel_stats(x)?;
+            let (mean, var) = (stats.get(0)?, stats.get(1)?);
+            let (n, _, h, w) = x.dims4()?;
+            let count = (n * h * w) as f64;
+            // PyTorch keeps the unbiased variance in the running estimate.
+            let unbiased = (&var * (count / (count - 1.0).max(1.0)))?;
+            let m = self.momentum;
+            self.running_mean
+                .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (&mean * m)?)?)?;
+            self.running_var
+                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.as_detached_tensor(),
+                self.running_var.as_detached_tensor(),
+            )
+        };
+        let params = Tensor::stack(&[&self.weight, &self.bias, &mean, &var], 0)?;
+        ops::batch_norm(x, &params, self.eps, train)
+    }
+
+    /// `(scale, shift)` per channel such that eval-mode output is `x·scale + shift`.
+    pub fn affine(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let var = self.running_var.as_tensor().to_vec1::<f32>()?;
+        let mean = self.running_mean.as_tensor().to_vec1::<f32>()?;
+        let gamma = self.weight.to_vec1::<f32>()?;
+        let beta = self.bias.to_vec1::<f32>()?;
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(&g, &v)| f64::from(g) / (f64::from(v) + self.eps).sqrt())
+            .collect();
+        let shift = (0..scale.len())
+            .map(|o| f64::from(beta[o]) - f64::from(mean[o]) * scale[o])
+            .collect();
+        Ok((scale, shift))
     }
 }
 
@@ -92,7 +164,7 @@ impl ConvBn {
             "weight",
             Init::Const(0.0),
         )?;
-        let bn = candle_nn::batch_norm(spec.cout, BatchNormConfig::default(), bn)?;
+        let bn = BatchNorm::new(spec.cout, bn)?;
         Ok(Self {
             weight,
             spec,
@@ -113,43 +185,26 @@ impl ConvBn {
         if s.groups > 1 && s.groups == s.cin && s.cin == s.cout {
             ops::depthwise_conv2d(x, &self.weight, s.stride, self.padding)
         } else if s.k == 1 && s.stride == 1 && s.groups == 1 {
-            // A 1×1 convolution is a matrix product; candle's conv path costs an extra copy.
-            let (n, c, h, w) = x.dims4()?;
-            let wm = self.weight.reshape((s.cout, c))?;
-            wm.broadcast_matmul(&x.reshape((n, c, h * w))?)?
-                .reshape((n, s.cout, h, w))
+            ops::conv1x1(x, &self.weight)
+        } else if s.groups == 1 {
+            ops::conv2d(x, &self.weight, s.stride, self.padding)
         } else {
             x.conv2d(&self.weight, self.padding, s.stride, 1, s.groups)
         }
     }
 
-    /// Weight and bias with the BatchNorm (running statistics) folded in.
+    /// Weight and bias with the BatchNorm (running statistics) folded in:
+    /// `W' = W·s[o]`, `b' = β − μ·s` with `s = γ/√(σ² + ε)`.
     pub fn folded(&self) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (gamma, beta) = self
-            .bn
-            .weight_and_bias()
-            .ok_or_else(|| candle_core::Error::Msg("BatchNorm without affine".into()))?;
-        let var = self.bn.running_var().to_vec1::<f32>()?;
-        let mean = self.bn.running_mean().to_vec1::<f32>()?;
-        let gamma = gamma.to_vec1::<f32>()?;
-        let beta = beta.to_vec1::<f32>()?;
-        let eps = self.bn.eps();
-        let scale: Vec<f64> = gamma
-            .iter()
-            .zip(&var)
-            .map(|(&g, &v)| f64::from(g) / (f64::from(v) + eps).sqrt())
-            .collect();
+        let (scale, shift) = self.bn.affine()?;
         let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
         let per_out = w.len() / self.spec.cout;
-        let w: Vec<f32> = w
+        let w = w
             .iter()
             .enumerate()
             .map(|(i, &v)| (f64::from(v) * scale[i / per_out]) as f32)
             .collect();
-        let b: Vec<f32> = (0..self.spec.cout)
-            .map(|o| (f64::from(beta[o]) - f64::from(mean[o]) * scale[o]) as f32)
-            .collect();
-        Ok((w, b))
+        Ok((w, shift.iter().map(|&b| b as f32).collect()))
     }
 
     /// Writes the folded convolution and its activation into the graph.
@@ -192,6 +247,40 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
+
+    /// Fed one distribution in training mode, the running statistics converge to it, and then
+    /// evaluation mode gives what training mode gives.
+    #[test]
+    fn running_statistics_converge() -> Result<()> {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let bn = BatchNorm::new(3, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        let shift = Tensor::new(&[3f32, -1.0, 0.0], &dev)?.reshape((1, 3, 1, 1))?;
+        let scale = Tensor::new(&[2f32, 0.5, 1.0], &dev)?.reshape((1, 3, 1, 1))?;
+        let batch = || -> Result<Tensor> {
+            Tensor::randn(0f32, 1.0, (8, 3, 6, 6), &dev)?
+                .broadcast_mul(&scale)?
+                .broadcast_add(&shift)
+        };
+        for _ in 0..200 {
+            bn.forward_t(&batch()?, true)?;
+        }
+        let mean = bn.running_mean.as_tensor().to_vec1::<f32>()?;
+        let var = bn.running_var.as_tensor().to_vec1::<f32>()?;
+        for (got, want) in mean.iter().zip([3.0, -1.0, 0.0]) {
+            assert!((got - want).abs() < 0.1, "mean {mean:?}");
+        }
+        for (got, want) in var.iter().zip([4.0, 0.25, 1.0]) {
+            assert!((got / want - 1.0).abs() < 0.1, "var {var:?}");
+        }
+        let x = batch()?;
+        let d = (bn.forward_t(&x, false)? - bn.forward_t(&x, true)?)?
+            .abs()?
+            .mean_all()?
+            .to_scalar::<f32>()?;
+        assert!(d < 0.1, "eval and train outputs differ by {d}");
+        Ok(())
+    }
 
     /// Folding gives the same output as conv + BN in eval mode, for every conv path.
     #[test]

@@ -155,13 +155,39 @@ impl MobileNetV2 {
         self.out_channels
     }
 
+    /// Number of stages (`features.0` … `features.18`).
+    pub fn num_stages(&self) -> usize {
+        self.blocks.len() + 2
+    }
+
+    /// Parameter-name prefix of a stage.
+    pub fn stage_prefix(&self, stage: usize) -> String {
+        format!("features.{stage}.")
+    }
+
+    /// Runs stages `range` (of [`Self::num_stages`]).
+    pub fn forward_range(
+        &self,
+        x: &Tensor,
+        range: std::ops::Range<usize>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let mut y = x.clone();
+        for stage in range {
+            y = if stage == 0 {
+                self.stem.forward_t(&y, train)?
+            } else if stage <= self.blocks.len() {
+                self.blocks[stage - 1].forward_t(&y, train)?
+            } else {
+                self.last.forward_t(&y, train)?
+            };
+        }
+        Ok(y)
+    }
+
     /// Feature map `[N, F, H/32, W/32]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.stem.forward_t(x, train)?;
-        for b in &self.blocks {
-            y = b.forward_t(&y, train)?;
-        }
-        self.last.forward_t(&y, train)
+        self.forward_range(x, 0..self.num_stages(), train)
     }
 
     /// Writes the features into an ONNX graph; returns the feature map's name.

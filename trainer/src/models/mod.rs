@@ -24,8 +24,9 @@ use crate::weights::{self, LoadReport};
 /// Seed used when none is given, so demo exports are reproducible.
 pub const DEFAULT_SEED: u64 = 20_220_523;
 
-/// A supported network architecture.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A supported network architecture (serialised as its name, e.g. `mobilenet_v2_w0.5`).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Arch {
     /// MobileNetV2 with a width multiplier (1.0 is the standard network).
     MobileNetV2 {
@@ -86,6 +87,20 @@ impl FromStr for Arch {
                 }
             }
         }
+    }
+}
+
+impl From<Arch> for String {
+    fn from(a: Arch) -> String {
+        a.to_string()
+    }
+}
+
+impl TryFrom<String> for Arch {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
     }
 }
 
@@ -178,6 +193,39 @@ impl Network {
         Ok(match &self.backbone {
             Backbone::MobileNetV2(m) => m.forward_t(x, train)?,
             Backbone::ResNet18(m) => m.forward_t(x, train)?,
+        })
+    }
+
+    /// Number of backbone stages (19 for MobileNetV2, 9 for ResNet-18).
+    pub fn num_stages(&self) -> usize {
+        match &self.backbone {
+            Backbone::MobileNetV2(m) => m.num_stages(),
+            Backbone::ResNet18(m) => m.num_stages(),
+        }
+    }
+
+    /// Runs backbone stages `range` only (for partial fine-tuning: frozen stages run once in
+    /// evaluation mode without a graph, trainable ones in training mode).
+    pub fn forward_stages(
+        &self,
+        x: &Tensor,
+        range: std::ops::Range<usize>,
+        train: bool,
+    ) -> Result<Tensor> {
+        Ok(match &self.backbone {
+            Backbone::MobileNetV2(m) => m.forward_range(x, range, train)?,
+            Backbone::ResNet18(m) => m.forward_range(x, range, train)?,
+        })
+    }
+
+    /// Whether parameter `name` belongs to a stage at or after `first` (or to the head).
+    pub fn is_in_stages_from(&self, name: &str, first: usize) -> bool {
+        if name.starts_with(&format!("{}.", self.arch.head_prefix())) {
+            return true;
+        }
+        (first..self.num_stages()).any(|stage| match &self.backbone {
+            Backbone::MobileNetV2(m) => name.starts_with(&m.stage_prefix(stage)),
+            Backbone::ResNet18(m) => m.stage_prefixes(stage).iter().any(|p| name.starts_with(p)),
         })
     }
 
@@ -299,6 +347,33 @@ mod tests {
         }
         assert!("vgg16".parse::<Arch>().is_err());
         assert!("mobilenet_v2_w9".parse::<Arch>().is_err());
+    }
+
+    #[test]
+    fn staged_forward_equals_full_forward() -> Result<()> {
+        let dev = Device::Cpu;
+        for arch in [Arch::MobileNetV2 { width: 0.35 }, Arch::ResNet18] {
+            let net = Network::new(arch, 2, 3, &dev)?;
+            let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 64), &dev)?;
+            let full = net.features(&x, false)?;
+            let k = net.num_stages() - 3;
+            let split = net.forward_stages(
+                &net.forward_stages(&x, 0..k, false)?,
+                k..net.num_stages(),
+                false,
+            )?;
+            assert_eq!((full - split)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+            let (backbone, head) = net.trainable_vars();
+            let late: Vec<_> = backbone
+                .iter()
+                .filter(|(n, _)| net.is_in_stages_from(n, k))
+                .collect();
+            assert!(!late.is_empty() && late.len() < backbone.len());
+            assert!(head
+                .iter()
+                .all(|(n, _)| net.is_in_stages_from(n, net.num_stages())));
+        }
+        Ok(())
     }
 
     #[test]

@@ -102,14 +102,41 @@ impl ResNet18 {
         512
     }
 
-    /// Feature map `[N, 512, H/32, W/32]`.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.stem.forward_t(x, train)?;
-        let mut y = ops::max_pool2d(&y, 3, 2, 1)?;
-        for b in &self.blocks {
-            y = b.forward_t(&y, train)?;
+    /// Number of stages: the stem (with its max pool) and the eight basic blocks.
+    pub fn num_stages(&self) -> usize {
+        self.blocks.len() + 1
+    }
+
+    /// Parameter-name prefixes of a stage.
+    pub fn stage_prefixes(&self, stage: usize) -> Vec<String> {
+        if stage == 0 {
+            vec!["conv1.".into(), "bn1.".into()]
+        } else {
+            vec![format!("layer{}.{}.", (stage - 1) / 2 + 1, (stage - 1) % 2)]
+        }
+    }
+
+    /// Runs stages `range` (of [`Self::num_stages`]).
+    pub fn forward_range(
+        &self,
+        x: &Tensor,
+        range: std::ops::Range<usize>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let mut y = x.clone();
+        for stage in range {
+            y = if stage == 0 {
+                ops::max_pool2d(&self.stem.forward_t(&y, train)?, 3, 2, 1)?
+            } else {
+                self.blocks[stage - 1].forward_t(&y, train)?
+            };
         }
         Ok(y)
+    }
+
+    /// Feature map `[N, 512, H/32, W/32]`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_range(x, 0..self.num_stages(), train)
     }
 
     /// Writes the trunk into an ONNX graph; returns the feature map's name.

@@ -1,16 +1,134 @@
 //! Max pooling with a kernel larger than its stride (ResNet's 3×3/2), trainable on every device.
 //!
-//! candle's `max_pool2d` backward supports only kernel == stride, so the pool is written as the
-//! element-wise maximum of its k·k strided views, whose gradient candle already knows.
+//! candle's `max_pool2d` backward supports only kernel == stride. On the CPU a direct kernel routes
+//! each output's gradient to the first maximum of its window (as PyTorch does); on other devices
+//! the pool is the element-wise maximum of its k·k strided views, whose gradient candle knows.
 
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `MaxPool2d(kernel, stride, padding)` over `x [N, C, H, W]`, padding with −∞ as PyTorch does.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
+    let (_, _, h, w) = x.dims4()?;
     if stride == 0 || kernel == 0 || h + 2 * padding < kernel || w + 2 * padding < kernel {
         bail!("max pool {kernel}/{stride}/{padding} does not fit a {h}x{w} input");
     }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(Pool {
+            kernel,
+            stride,
+            padding,
+        })
+    } else {
+        max_pool2d_views(x, kernel, stride, padding)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Pool {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl Pool {
+    fn out(&self, len: usize) -> usize {
+        (len + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Index (within the plane) of the first maximum of output (oy, ox)'s window.
+    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> usize {
+        let (mut best, mut at) = (f32::NEG_INFINITY, usize::MAX);
+        let y0 = (oy * self.stride) as isize - self.padding as isize;
+        let x0 = (ox * self.stride) as isize - self.padding as isize;
+        for iy in y0.max(0)..(y0 + self.kernel as isize).min(h as isize) {
+            for ix in x0.max(0)..(x0 + self.kernel as isize).min(w as isize) {
+                let i = iy as usize * w + ix as usize;
+                if plane[i] > best || at == usize::MAX {
+                    best = plane[i];
+                    at = i;
+                }
+            }
+        }
+        at
+    }
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => bail!("max pool: only f32 is supported"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("max pool: input must be contiguous"),
+    }
+}
+
+impl CustomOp1 for Pool {
+    fn name(&self) -> &'static str {
+        "max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let (n, c, h, w) = l.shape().dims4()?;
+        let (oh, ow) = (self.out(h), self.out(w));
+        let mut y = vec![0f32; n * c * oh * ow];
+        y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, out)| {
+            let plane = &x[p * h * w..(p + 1) * h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    out[oy * ow + ox] = plane[self.argmax(plane, h, w, oy, ox)];
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            x.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad(*self))?,
+        ))
+    }
+}
+
+/// Scatters each output gradient to its window's first maximum.
+struct PoolGrad(Pool);
+
+impl CustomOp2 for PoolGrad {
+    fn name(&self) -> &'static str {
+        "max-pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1)?;
+        let g = slice(s2, l2)?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (oh, ow) = (self.0.out(h), self.0.out(w));
+        let mut gx = vec![0f32; n * c * h * w];
+        gx.par_chunks_mut(h * w).enumerate().for_each(|(p, dx)| {
+            let plane = &x[p * h * w..(p + 1) * h * w];
+            let dy = &g[p * oh * ow..(p + 1) * oh * ow];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    dx[self.0.argmax(plane, h, w, oy, ox)] += dy[oy * ow + ox];
+                }
+            }
+        });
+        Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+}
+
+/// The device-independent formulation: element-wise maximum of the k·k strided views.
+fn max_pool2d_views(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
     let oh = (h + 2 * padding - kernel) / stride + 1;
     let ow = (w + 2 * padding - kernel) / stride + 1;
     // Each view starts at ky and spans stride·oh rows, so the padded input needs that much room.
@@ -114,6 +232,18 @@ mod tests {
                 want[i] += 1.0;
             }
             assert_eq!(g, want, "{h}x{w}");
+            // The device-independent formulation agrees (no ties here, so gradients match too).
+            let x2 = Var::from_vec(vals.clone(), (1, 1, h, w), &Device::Cpu)?;
+            let y2 = max_pool2d_views(x2.as_tensor(), 3, 2, 1)?;
+            assert_eq!(y2.flatten_all()?.to_vec1::<f32>()?, expected);
+            let g2 = y2.sum_all()?.backward()?;
+            assert_eq!(
+                g2.get(x2.as_tensor())
+                    .unwrap()
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+                want
+            );
         }
         Ok(())
     }

@@ -1,0 +1,102 @@
+//! The main job: audit → split → fit → calibrate → export → evaluate, on a dataset folder or, when
+//! none is given, on a generated demo set (and then the model is a demo, nothing more).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use crate::audit::{self, AuditConfig};
+use crate::crossval::{self, CrossvalConfig};
+use crate::error::{Error, Result};
+use crate::evaluate::EvalReport;
+use crate::split::SplitConfig;
+use crate::train::{files, FitConfig};
+
+/// What the pipeline runs on.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// The dataset; `None` generates a synthetic demo set.
+    pub data: Option<PathBuf>,
+    /// Class mapped to `mpox` (binary screening).
+    pub positive: Option<String>,
+    /// Training settings.
+    pub fit: FitConfig,
+    /// Folds of the split (fold 0 tests, fold 1 validates, the rest train).
+    pub folds: usize,
+    /// Seed of the split and of the demo set.
+    pub seed: u64,
+    /// Photos per class of the demo set.
+    pub demo_per_class: usize,
+}
+
+/// Where the results are.
+#[derive(Clone, Debug)]
+pub struct PipelineOutcome {
+    /// The exported model.
+    pub model: PathBuf,
+    /// Its evaluation on the held-out test fold.
+    pub report: EvalReport,
+    /// Whether it was trained on generated demo data.
+    pub demo: bool,
+}
+
+/// The loud notice printed around demo results.
+pub const DEMO_NOTICE: &str =
+    "DEMO ONLY: no --data was given, so this model was trained on generated cartoon \
+photos. It has never seen a real skin lesion and must not be used to screen anyone.";
+
+/// Runs the whole chain into `out`.
+pub fn pipeline(
+    config: &PipelineConfig,
+    out: &Path,
+    device: &Device,
+    progress: bool,
+) -> Result<PipelineOutcome> {
+    config.fit.validate()?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let (data, demo) = match &config.data {
+        Some(d) => (d.clone(), false),
+        None => {
+            let d = out.join("demo-data");
+            if !d.exists() {
+                crate::synthetic::write_dataset(&d, config.demo_per_class, 128, config.seed)?;
+            }
+            eprintln!("\n*** {DEMO_NOTICE} ***\n");
+            (d, true)
+        }
+    };
+    eprintln!("== audit {}", data.display());
+    let report = audit::audit(&data, &AuditConfig::default())?;
+    let json = serde_json::to_string_pretty(&report).expect("audit serialises");
+    crate::atomic::write_atomic(&out.join("audit.json"), json.as_bytes())?;
+    eprint!("{report}");
+    eprintln!("== split (fold 0 tests, fold 1 validates, the others train)");
+    let split_config = SplitConfig {
+        folds: config.folds,
+        seed: config.seed,
+        positive: config.positive.clone(),
+        ..Default::default()
+    };
+    let split_path = crossval::ensure_split(&data, None, out, &split_config)?;
+    let cv = CrossvalConfig {
+        data: data.clone(),
+        split: Some(split_path.clone()),
+        folds: config.folds,
+        split_seed: config.seed,
+        positive: config.positive.clone(),
+        fit: config.fit.clone(),
+        synthetic: None,
+        synthetic_ratio: 0.0,
+        only_folds: vec![0],
+    };
+    let dir = out.join("model");
+    let report = crossval::run_fold(&cv, &split_path, 0, &dir, device, progress)?;
+    if demo {
+        eprintln!("\n*** {DEMO_NOTICE} ***");
+    }
+    Ok(PipelineOutcome {
+        model: dir.join(files::MODEL),
+        report,
+        demo,
+    })
+}

@@ -1,0 +1,800 @@
+//! Fine-tuning a classifier: frozen-backbone warm-up on cached features, then fine-tuning of the
+//! last stages (or all of them) with augmentation, AdamW and a cosine schedule, early stopping on
+//! the validation loss, atomic checkpoints every epoch with exact resume, and calibration.
+
+pub mod augment;
+pub mod data;
+pub mod optim;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, D};
+use indicatif::{ProgressBar, ProgressStyle};
+use mpox_sdk::contract::ModelMeta;
+use mpox_sdk::Preprocessing;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::calibration;
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::models::{Arch, Network};
+use augment::{rng_for, Augment};
+use data::{DataSource, RunData, Sample};
+use optim::{cosine_lr, AdamW};
+
+/// Which backbone stages are trained after the warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Unfreeze {
+    /// Every stage (training from scratch).
+    All,
+    /// The last `n` stages (fine-tuning pretrained weights on a small dataset, and cheap on a CPU).
+    Last(usize),
+}
+
+/// Everything that defines a training run (validated before any work starts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FitConfig {
+    /// Network architecture.
+    pub arch: Arch,
+    /// Pretrained torchvision-named weights.
+    pub weights: Option<PathBuf>,
+    /// Side of the network input.
+    pub input_size: u32,
+    /// Photos per step.
+    pub batch_size: usize,
+    /// Epochs of head-only training on cached backbone features.
+    pub warmup_epochs: usize,
+    /// Epochs of fine-tuning after the warm-up (an upper bound: early stopping may end sooner).
+    pub epochs: usize,
+    /// Stages trained after the warm-up.
+    pub unfreeze: Unfreeze,
+    /// Learning rate of the head (and the base rate).
+    pub lr: f64,
+    /// Multiplier of the learning rate for backbone stages.
+    pub backbone_lr_scale: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Fine-tuning epochs without a better validation loss before stopping.
+    pub patience: usize,
+    /// Seed of initialisation, augmentation and shuffling.
+    pub seed: u64,
+    /// Augment training photos (off for the "real photos only" ablation arm).
+    pub augment: Option<Augment>,
+    /// Augmented views per photo in the warm-up's feature cache.
+    pub warmup_views: usize,
+    /// Sensitivity the operating threshold must reach on validation data.
+    pub target_sensitivity: f64,
+}
+
+impl FitConfig {
+    /// Defaults for an architecture: partial fine-tuning from pretrained weights, or full
+    /// training from scratch.
+    pub fn new(arch: Arch, weights: Option<PathBuf>) -> Self {
+        let pretrained = weights.is_some();
+        Self {
+            arch,
+            weights,
+            input_size: 224,
+            batch_size: 16,
+            warmup_epochs: if pretrained { 3 } else { 0 },
+            epochs: if pretrained { 8 } else { 30 },
+            unfreeze: if pretrained {
+                Unfreeze::Last(match arch {
+                    Arch::MobileNetV2 { .. } => 5,
+                    Arch::ResNet18 => 3,
+                })
+            } else {
+                Unfreeze::All
+            },
+            lr: 1e-3,
+            backbone_lr_scale: if pretrained { 0.1 } else { 1.0 },
+            weight_decay: 1e-2,
+            patience: 5,
+            seed: 0,
+            augment: Some(Augment::default()),
+            warmup_views: 4,
+            target_sensitivity: 0.95,
+        }
+    }
+
+    /// Refuses settings that cannot work, before any data is read.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if !(32..=1024).contains(&self.input_size) {
+            return bad(format!(
+                "--input-size {} is outside 32..=1024",
+                self.input_size
+            ));
+        }
+        if self.batch_size < 2 {
+            return bad("--batch-size must be at least 2 (BatchNorm needs a batch)".into());
+        }
+        if self.epochs + self.warmup_epochs == 0 {
+            return bad("nothing to train: --epochs and --warmup-epochs are both 0".into());
+        }
+        if !(self.lr > 0.0 && self.lr < 1.0) {
+            return bad(format!("--lr {} is outside (0, 1)", self.lr));
+        }
+        if !(0.5..1.0).contains(&self.target_sensitivity) {
+            return bad(format!(
+                "--target-sensitivity {} is outside [0.5, 1)",
+                self.target_sensitivity
+            ));
+        }
+        if self.warmup_epochs > 0 && self.warmup_views == 0 {
+            return bad("--warmup-views must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One epoch's figures.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// `warmup` or `finetune`.
+    pub phase: String,
+    /// Mean (class-weighted) training loss.
+    pub train_loss: f64,
+    /// Mean validation cross-entropy.
+    pub val_loss: f64,
+    /// Validation accuracy (argmax).
+    pub val_accuracy: f64,
+    /// Validation ROC-AUC of the positive label.
+    pub val_auc: f64,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Training throughput.
+    pub images_per_second: f64,
+}
+
+/// The resumable state of a run, stored in the checkpoint's metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// The configuration, to refuse resuming with other settings.
+    pub config: serde_json::Value,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimiser steps taken in the current phase.
+    pub opt_steps: u64,
+    /// Best validation loss so far, and its epoch.
+    pub best: Option<(f64, usize)>,
+    /// Fine-tuning epochs since the best.
+    pub stale_epochs: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Every epoch so far.
+    pub history: Vec<EpochRecord>,
+}
+
+/// What a finished run produced.
+#[derive(Clone, Debug)]
+pub struct FitOutcome {
+    /// The run folder.
+    pub out: PathBuf,
+    /// The model card (metadata of the exported file); `None` when the run stopped early
+    /// because of [`RunOptions::stop_after`] and is unfinished.
+    pub card: Option<ModelMeta>,
+    /// Per-epoch figures.
+    pub history: Vec<EpochRecord>,
+    /// Test photos of the fold.
+    pub test: Vec<PathBuf>,
+}
+
+/// File names inside a run folder.
+pub mod files {
+    /// The last checkpoint (weights, optimiser state, run state): what `--resume` reads.
+    pub const LAST: &str = "last.safetensors";
+    /// The best weights on validation loss.
+    pub const BEST: &str = "best.safetensors";
+    /// The model card of the best weights (calibration included), read by `export --checkpoint`.
+    pub const CARD: &str = "best.json";
+    /// The exported model.
+    pub const MODEL: &str = "model.onnx";
+    /// Per-epoch figures.
+    pub const HISTORY: &str = "history.csv";
+    /// Training curves.
+    pub const CURVES: &str = "curves.png";
+}
+
+/// Options of one invocation that are not part of the run's identity.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue from `last.safetensors` in the output folder.
+    pub resume: bool,
+    /// Stop (as if killed) after this many epochs in this invocation.
+    pub stop_after: Option<usize>,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// Trains, calibrates and exports one model into `out`.
+pub fn fit(
+    config: &FitConfig,
+    source: &DataSource,
+    out: &Path,
+    device: &Device,
+    run: &RunOptions,
+) -> Result<FitOutcome> {
+    config.validate()?;
+    let pre = Preprocessing::imagenet(config.input_size);
+    let data = data::load(source, pre.resize * 2)?;
+    let last = out.join(files::LAST);
+    if !run.resume && last.exists() {
+        return Err(Error::Invalid(format!(
+            "{} already holds a run: pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let net = Network::new(config.arch, data.labels.len(), config.seed, device)?;
+    if let Some(w) = &config.weights {
+        net.load_weights(w)?;
+    }
+    let config_json = serde_json::json!({
+        "config": config,
+        "data_fingerprint": data.fingerprint,
+        "val_fold": data.val_fold,
+        "test_fold": data.test_fold,
+        "synthetic": source.synthetic.as_ref().map(|s| s.display().to_string()),
+        "synthetic_ratio": source.synthetic_ratio,
+    });
+    let mut trainer = Trainer::new(config, &data, &net, &pre, device)?;
+    let mut state = TrainState {
+        config: config_json.clone(),
+        epoch: 0,
+        opt_steps: 0,
+        best: None,
+        stale_epochs: 0,
+        stopped_early: false,
+        history: Vec::new(),
+    };
+    if run.resume && last.exists() {
+        state = trainer.restore(&last, &config_json)?;
+        eprintln!("resuming {} after epoch {}", out.display(), state.epoch);
+    }
+    let total = config.warmup_epochs + config.epochs;
+    let mut ran = 0;
+    while state.epoch < total && !state.stopped_early {
+        if run.stop_after.is_some_and(|n| ran >= n) {
+            return Ok(FitOutcome {
+                out: out.to_path_buf(),
+                card: None,
+                history: state.history,
+                test: data.test,
+            });
+        }
+        let epoch = state.epoch + 1;
+        let record = trainer.epoch(epoch, &mut state, run.progress)?;
+        eprintln!(
+            "epoch {epoch}/{total} {}: train loss {:.4}, val loss {:.4}, val acc {:.3}, val AUC {:.3}, {:.1} img/s",
+            record.phase, record.train_loss, record.val_loss, record.val_accuracy, record.val_auc,
+            record.images_per_second
+        );
+        let improved = state.best.is_none_or(|(b, _)| record.val_loss < b - 1e-4);
+        if improved {
+            state.best = Some((record.val_loss, epoch));
+            state.stale_epochs = 0;
+            net.save(&out.join(files::BEST))?;
+        } else if record.phase == "finetune" {
+            state.stale_epochs += 1;
+            if state.stale_epochs >= config.patience {
+                eprintln!(
+                    "early stop: no better validation loss for {} epochs",
+                    config.patience
+                );
+                state.stopped_early = true;
+            }
+        }
+        state.history.push(record);
+        state.epoch = epoch;
+        trainer.checkpoint(&last, &state)?;
+        write_history(out, &state.history)?;
+        ran += 1;
+    }
+    let card = finish(config, &data, &net, &pre, out, &state)?;
+    Ok(FitOutcome {
+        out: out.to_path_buf(),
+        card: Some(card),
+        history: state.history,
+        test: data.test,
+    })
+}
+
+/// Loads the best weights, calibrates on the validation photos, writes the card, exports the model.
+fn finish(
+    config: &FitConfig,
+    data: &RunData,
+    net: &Network,
+    pre: &Preprocessing,
+    out: &Path,
+    state: &TrainState,
+) -> Result<ModelMeta> {
+    net.load_checkpoint(&out.join(files::BEST))?;
+    let logits = predict(net, pre, &data.val)?;
+    let labels: Vec<usize> = data.val.iter().map(|s| s.label).collect();
+    let pos = data
+        .labels
+        .iter()
+        .position(|l| *l == data.positive_label)
+        .expect("positive label is one of the labels");
+    let fit = calibration::fit_temperature(&logits, &labels)?;
+    let probs: Vec<f64> = logits
+        .iter()
+        .map(|l| calibration::softmax_t(l, fit.temperature)[pos])
+        .collect();
+    let truth: Vec<bool> = labels.iter().map(|&l| l == pos).collect();
+    let op = calibration::operating_point(&probs, &truth, config.target_sensitivity)?;
+    let val_metrics = metrics::binary_metrics(&probs, &truth, op.threshold)?;
+    let card = ModelMeta {
+        labels: data.labels.clone(),
+        positive_label: data.positive_label.clone(),
+        preprocessing: pre.clone(),
+        temperature: fit.temperature as f32,
+        threshold: op.threshold as f32,
+        uncertain_band: [op.uncertain_band[0] as f32, op.uncertain_band[1] as f32],
+        arch: config.arch.to_string(),
+        trainer_version: crate::VERSION.into(),
+        dataset_fingerprint: data.fingerprint.clone(),
+        metrics: serde_json::json!({
+            "validation": val_metrics,
+            "calibration": fit,
+            "operating_point": op,
+            "best_epoch": state.best.map(|b| b.1),
+            "val_fold": data.val_fold,
+            "test_fold": data.test_fold,
+            "train_photos": data.train.len(),
+            "val_photos": data.val.len(),
+        }),
+        created: crate::now_rfc3339(),
+    };
+    let card_json = serde_json::to_string_pretty(&card).expect("card serialises");
+    crate::atomic::write_atomic(&out.join(files::CARD), card_json.as_bytes())?;
+    crate::onnx::write(net, &card, &out.join(files::MODEL))?;
+    let series = |f: &dyn Fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
+        state
+            .history
+            .iter()
+            .map(|r| (r.epoch as f64, f(r)))
+            .collect()
+    };
+    crate::plots::training_curves(
+        &out.join(files::CURVES),
+        "Training curves",
+        &[
+            ("train loss", series(&|r| r.train_loss)),
+            ("validation loss", series(&|r| r.val_loss)),
+            ("validation accuracy", series(&|r| r.val_accuracy)),
+            ("validation AUC", series(&|r| r.val_auc)),
+        ],
+    )?;
+    eprintln!(
+        "calibrated on {} validation photos: temperature {:.3} (ECE {:.3} → {:.3}), threshold {:.3} for sensitivity ≥ {} (band {:.3}–{:.3})",
+        data.val.len(), fit.temperature, fit.ece_before, fit.ece_after, op.threshold,
+        config.target_sensitivity, op.uncertain_band[0], op.uncertain_band[1]
+    );
+    Ok(card)
+}
+
+fn write_history(out: &Path, history: &[EpochRecord]) -> Result<()> {
+    let mut csv =
+        String::from("epoch,phase,train_loss,val_loss,val_accuracy,val_auc,lr,images_per_second\n");
+    for r in history {
+        csv.push_str(&format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.3e},{:.2}\n",
+            r.epoch,
+            r.phase,
+            r.train_loss,
+            r.val_loss,
+            r.val_accuracy,
+            r.val_auc,
+            r.lr,
+            r.images_per_second
+        ));
+    }
+    crate::atomic::write_atomic(&out.join(files::HISTORY), csv.as_bytes())
+}
+
+/// Logits (eval mode, centre crop: exactly the SDK's preprocessing) for each sample.
+pub fn predict(net: &Network, pre: &Preprocessing, samples: &[Sample]) -> Result<Vec<Vec<f64>>> {
+    let s = pre.input_size as usize;
+    let mut out = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(32) {
+        let flat: Vec<f32> = chunk
+            .par_iter()
+            .flat_map(|x| pre.tensor(&x.image))
+            .collect();
+        let x = Tensor::from_vec(flat, (chunk.len(), 3, s, s), net.device())?;
+        let logits = net
+            .forward_t(&x, false)?
+            .to_dtype(DType::F64)?
+            .to_vec2::<f64>()?;
+        out.extend(logits);
+    }
+    Ok(out)
+}
+
+/// Mean cross-entropy, accuracy and positive-class AUC of logits.
+fn evaluate(logits: &[Vec<f64>], labels: &[usize], pos: usize) -> (f64, f64, f64) {
+    let mut loss = 0.0;
+    let mut correct = 0;
+    let mut probs = Vec::with_capacity(logits.len());
+    for (l, &y) in logits.iter().zip(labels) {
+        let p = calibration::softmax_t(l, 1.0);
+        loss -= p[y].max(1e-12).ln();
+        if metrics::argmax(&p) == y {
+            correct += 1;
+        }
+        probs.push(p[pos]);
+    }
+    let truth: Vec<bool> = labels.iter().map(|&l| l == pos).collect();
+    let auc = metrics::roc_auc(&probs, &truth).unwrap_or(f64::NAN);
+    let n = labels.len().max(1) as f64;
+    (loss / n, correct as f64 / n, auc)
+}
+
+/// Class-weighted cross-entropy: each class counts as much as the others whatever its size.
+fn weighted_cross_entropy(logits: &Tensor, labels: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let w = weights.index_select(labels, 0)?;
+    Ok(((picked * &w)?.sum_all()? / w.sum_all()?)?.neg()?)
+}
+
+struct Trainer<'a> {
+    config: &'a FitConfig,
+    data: &'a RunData,
+    net: &'a Network,
+    pre: &'a Preprocessing,
+    device: Device,
+    class_weights: Tensor,
+    first_trainable: usize,
+    pos: usize,
+    optimizer: Option<(String, AdamW)>,
+    warmup_cache: Option<(Tensor, Vec<u32>)>,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(
+        config: &'a FitConfig,
+        data: &'a RunData,
+        net: &'a Network,
+        pre: &'a Preprocessing,
+        device: &Device,
+    ) -> Result<Self> {
+        let c = data.labels.len();
+        let mut counts = vec![0usize; c];
+        for s in &data.train {
+            counts[s.label] += 1;
+        }
+        if let Some(missing) = counts.iter().position(|&n| n == 0) {
+            return Err(Error::Invalid(format!(
+                "no training photo of label {:?}",
+                data.labels[missing]
+            )));
+        }
+        let n = data.train.len() as f32;
+        let weights: Vec<f32> = counts.iter().map(|&k| n / (c as f32 * k as f32)).collect();
+        let first_trainable = match config.unfreeze {
+            Unfreeze::All => 0,
+            Unfreeze::Last(k) => net.num_stages().saturating_sub(k),
+        };
+        Ok(Self {
+            config,
+            data,
+            net,
+            pre,
+            device: device.clone(),
+            class_weights: Tensor::new(weights, device)?,
+            first_trainable,
+            pos: data
+                .labels
+                .iter()
+                .position(|l| *l == data.positive_label)
+                .unwrap_or(0),
+            optimizer: None,
+            warmup_cache: None,
+        })
+    }
+
+    fn phase(&self, epoch: usize) -> &'static str {
+        if epoch <= self.config.warmup_epochs {
+            "warmup"
+        } else {
+            "finetune"
+        }
+    }
+
+    fn optimizer(&mut self, phase: &str) -> Result<&mut AdamW> {
+        if self.optimizer.as_ref().map(|o| o.0.as_str()) != Some(phase) {
+            let (backbone, head) = self.net.trainable_vars();
+            let groups = if phase == "warmup" {
+                vec![(head, 1.0)]
+            } else {
+                let trainable: Vec<_> = backbone
+                    .into_iter()
+                    .filter(|(n, _)| self.net.is_in_stages_from(n, self.first_trainable))
+                    .collect();
+                vec![(trainable, self.config.backbone_lr_scale), (head, 1.0)]
+            };
+            self.optimizer = Some((
+                phase.to_string(),
+                AdamW::new(groups, self.config.weight_decay)?,
+            ));
+        }
+        Ok(&mut self.optimizer.as_mut().expect("just set").1)
+    }
+
+    fn steps_per_epoch(&self, phase: &str) -> usize {
+        let n = if phase == "warmup" {
+            self.data.train.len() * self.config.warmup_views
+        } else {
+            self.data.train.len()
+        };
+        n.div_ceil(self.batch_size(phase))
+    }
+
+    fn batch_size(&self, phase: &str) -> usize {
+        if phase == "warmup" {
+            64
+        } else {
+            self.config.batch_size
+        }
+    }
+
+    fn lr(&self, phase: &str, step: u64) -> f64 {
+        let per_epoch = self.steps_per_epoch(phase) as u64;
+        let epochs = if phase == "warmup" {
+            self.config.warmup_epochs
+        } else {
+            self.config.epochs
+        } as u64;
+        let warm = if phase == "warmup" { 0 } else { per_epoch / 2 };
+        cosine_lr(self.config.lr, step, per_epoch * epochs, warm)
+    }
+
+    fn augmented(&self, sample: &Sample, epoch: u64, index: u64) -> image::RgbImage {
+        match &self.config.augment {
+            Some(a) => a.apply(
+                &sample.image,
+                self.pre.input_size,
+                &mut rng_for(self.config.seed, epoch, index),
+            ),
+            None => self.pre.center_crop(&sample.image),
+        }
+    }
+
+    /// Pooled backbone features of `warmup_views` augmented views of every training photo.
+    fn warmup_features(&mut self, progress: bool) -> Result<&(Tensor, Vec<u32>)> {
+        if self.warmup_cache.is_none() {
+            let views = self.config.warmup_views;
+            let n = self.data.train.len();
+            let bar = bar(progress, (n * views) as u64, "caching backbone features");
+            let s = self.pre.input_size as usize;
+            let mut feats = Vec::new();
+            let mut labels = Vec::new();
+            let jobs: Vec<(usize, usize)> = (0..views)
+                .flat_map(|v| (0..n).map(move |i| (v, i)))
+                .collect();
+            for chunk in jobs.chunks(32) {
+                let flat: Vec<f32> = chunk
+                    .par_iter()
+                    .flat_map(|&(v, i)| {
+                        // View v of photo i: its own generator, independent of the epochs'.
+                        let img =
+                            self.augmented(&self.data.train[i], u64::MAX - v as u64, i as u64);
+                        self.pre.normalize(&img)
+                    })
+                    .collect();
+                let x = Tensor::from_vec(flat, (chunk.len(), 3, s, s), &self.device)?;
+                feats.push(Network::pool(&self.net.features(&x, false)?)?);
+                labels.extend(chunk.iter().map(|&(_, i)| self.data.train[i].label as u32));
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            self.warmup_cache = Some((Tensor::cat(&feats, 0)?, labels));
+        }
+        Ok(self.warmup_cache.as_ref().expect("just set"))
+    }
+
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        state: &mut TrainState,
+        progress: bool,
+    ) -> Result<EpochRecord> {
+        let phase = self.phase(epoch);
+        if epoch == self.config.warmup_epochs + 1 {
+            // Fine-tuning starts its own learning-rate schedule (and its own optimiser).
+            state.opt_steps = 0;
+        }
+        let start = Instant::now();
+        let mut rng = rng_for(self.config.seed, epoch as u64, u64::MAX);
+        let (loss_sum, seen) = if phase == "warmup" {
+            let (feats, labels) = self.warmup_features(progress)?.clone();
+            let mut order: Vec<usize> = (0..labels.len()).collect();
+            order.shuffle(&mut rng);
+            self.run_steps(phase, &order, state, progress, epoch, |t, idx| {
+                let ids =
+                    Tensor::new(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), &t.device)?;
+                let y: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
+                Ok((feats.index_select(&ids, 0)?, Tensor::new(y, &t.device)?))
+            })?
+        } else {
+            let mut order: Vec<usize> = (0..self.data.train.len()).collect();
+            order.shuffle(&mut rng);
+            let s = self.pre.input_size as usize;
+            self.run_steps(phase, &order, state, progress, epoch, |t, idx| {
+                let flat: Vec<f32> = idx
+                    .par_iter()
+                    .flat_map(|&i| {
+                        t.pre
+                            .normalize(&t.augmented(&t.data.train[i], epoch as u64, i as u64))
+                    })
+                    .collect();
+                let x = Tensor::from_vec(flat, (idx.len(), 3, s, s), &t.device)?;
+                let frozen = t
+                    .net
+                    .forward_stages(&x, 0..t.first_trainable, false)?
+                    .detach();
+                let feats =
+                    t.net
+                        .forward_stages(&frozen, t.first_trainable..t.net.num_stages(), true)?;
+                let y: Vec<u32> = idx.iter().map(|&i| t.data.train[i].label as u32).collect();
+                Ok((Network::pool(&feats)?, Tensor::new(y, &t.device)?))
+            })?
+        };
+        let secs = start.elapsed().as_secs_f64();
+        let logits = predict(self.net, self.pre, &self.data.val)?;
+        let labels: Vec<usize> = self.data.val.iter().map(|s| s.label).collect();
+        let (val_loss, val_accuracy, val_auc) = evaluate(&logits, &labels, self.pos);
+        Ok(EpochRecord {
+            epoch,
+            phase: phase.into(),
+            train_loss: loss_sum / seen.max(1) as f64,
+            val_loss,
+            val_accuracy,
+            val_auc,
+            lr: self.lr(phase, state.opt_steps.saturating_sub(1)),
+            images_per_second: seen as f64 / secs,
+        })
+    }
+
+    /// Runs one epoch of steps over `order`; `batch` turns indices into (pooled features, labels).
+    fn run_steps<F>(
+        &mut self,
+        phase: &str,
+        order: &[usize],
+        state: &mut TrainState,
+        progress: bool,
+        epoch: usize,
+        batch: F,
+    ) -> Result<(f64, usize)>
+    where
+        F: Fn(&Self, &[usize]) -> Result<(Tensor, Tensor)>,
+    {
+        let bs = self.batch_size(phase);
+        let bar = bar(
+            progress,
+            order.len() as u64,
+            &format!("epoch {epoch} {phase}"),
+        );
+        let start = Instant::now();
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        for idx in order.chunks(bs) {
+            // A batch of one would break BatchNorm's statistics; it only ever drops one photo.
+            if idx.len() < 2 && phase != "warmup" {
+                continue;
+            }
+            let (pooled, y) = batch(self, idx)?;
+            let logits = self.net.classify(&pooled)?;
+            let loss = weighted_cross_entropy(&logits, &y, &self.class_weights)?;
+            let grads = loss.backward()?;
+            let lr = self.lr(phase, state.opt_steps);
+            self.optimizer(phase)?.step(&grads, lr)?;
+            state.opt_steps += 1;
+            let l = f64::from(loss.to_scalar::<f32>()?);
+            loss_sum += l * idx.len() as f64;
+            seen += idx.len();
+            bar.inc(idx.len() as u64);
+            bar.set_message(format!(
+                "loss {:.3}, {:.1} img/s",
+                loss_sum / seen as f64,
+                seen as f64 / start.elapsed().as_secs_f64()
+            ));
+        }
+        bar.finish_and_clear();
+        Ok((loss_sum, seen))
+    }
+
+    /// Writes weights, optimiser moments and run state into one safetensors file, atomically.
+    fn checkpoint(&self, path: &Path, state: &TrainState) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = self
+            .net
+            .varmap()
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let phase = match &self.optimizer {
+            Some((phase, opt)) => {
+                tensors.extend(opt.state());
+                phase.clone()
+            }
+            None => String::new(),
+        };
+        let mut meta = std::collections::HashMap::new();
+        meta.insert(
+            "mpoxscreen.train_state".to_string(),
+            serde_json::to_string(state).expect("state serialises"),
+        );
+        meta.insert("mpoxscreen.optimizer_phase".to_string(), phase);
+        crate::atomic::write_atomic_with(path, |tmp| {
+            safetensors::tensor::serialize_to_file(
+                tensors.iter().map(|(k, t)| (k.as_str(), t)),
+                Some(meta),
+                tmp,
+            )
+            .map_err(|e| Error::Invalid(format!("cannot write checkpoint {}: {e}", tmp.display())))
+        })
+    }
+
+    /// Restores weights, optimiser and state from a checkpoint of the same configuration.
+    fn restore(&mut self, path: &Path, config: &serde_json::Value) -> Result<TrainState> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a checkpoint: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let state: TrainState = serde_json::from_str(
+            meta.get("mpoxscreen.train_state")
+                .ok_or_else(|| bad("no training state in the checkpoint".into()))?,
+        )
+        .map_err(|e| bad(format!("unreadable training state: {e}")))?;
+        if &state.config != config {
+            return Err(bad(format!(
+                "the checkpoint was made with other settings; resume with the same ones.\n  checkpoint: {}\n  now:        {}",
+                state.config, config
+            )));
+        }
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &self.device)?;
+        crate::weights::load_into(
+            self.net.varmap(),
+            &tensors,
+            self.net.arch().head_prefix(),
+            crate::weights::HeadPolicy::Required,
+            path,
+        )?;
+        let phase = meta
+            .get("mpoxscreen.optimizer_phase")
+            .cloned()
+            .unwrap_or_default();
+        if !phase.is_empty() {
+            let steps = state.opt_steps;
+            self.optimizer(&phase)?.load_state(&tensors, steps)?;
+        }
+        Ok(state)
+    }
+}
+
+fn bar(progress: bool, len: u64, prefix: &str) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
