@@ -1,5 +1,7 @@
 //! `mpox-trainer`: the command line. Parsing and dispatch only; the work lives in the library.
 
+mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -45,6 +47,9 @@ enum Command {
     Crossval(CrossvalArgs),
     /// The whole job: audit → split → fit → calibrate → export → evaluate (a demo set without --data).
     Pipeline(PipelineArgs),
+    /// The GAN that creates extra mpox photos: train, sample, evaluate.
+    #[command(subcommand)]
+    Gan(cli::gan::GanCommand),
 }
 
 #[derive(Args, Debug)]
@@ -405,6 +410,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(a) => eval(a),
         Command::Crossval(a) => crossval(a),
         Command::Pipeline(a) => pipeline(a),
+        Command::Gan(c) => cli::gan::run(c),
     }
 }
 

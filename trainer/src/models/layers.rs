@@ -35,6 +35,20 @@ impl Act {
     }
 }
 
+thread_local! {
+    /// When set, training-mode BatchNorm updates its running statistics with this momentum.
+    static MOMENTUM_OVERRIDE: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every BatchNorm's running-statistics momentum set to `momentum` on this thread
+/// (`1/i` for the i-th batch gives the exact average over batches: "precise" statistics).
+pub fn with_momentum<T>(momentum: f64, f: impl FnOnce() -> T) -> T {
+    let previous = MOMENTUM_OVERRIDE.with(|m| m.replace(Some(momentum)));
+    let out = f();
+    MOMENTUM_OVERRIDE.with(|m| m.set(previous));
+    out
+}
+
 /// 2-D BatchNorm with torchvision's parameter names, eps 1e-5 and momentum 0.1, running on the
 /// fused CPU kernels of [`ops::batch_norm`].
 #[derive(Clone, Debug)]
@@ -73,7 +87,7 @@ impl BatchNorm {
             let count = (n * h * w) as f64;
             // PyTorch keeps the unbiased variance in the running estimate.
             let unbiased = (&var * (count / (count - 1.0).max(1.0)))?;
-            let m = self.momentum;
+            let m = MOMENTUM_OVERRIDE.with(|m| m.get()).unwrap_or(self.momentum);
             self.running_mean
                 .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (&mean * m)?)?)?;
             self.running_var

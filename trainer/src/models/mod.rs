@@ -14,12 +14,15 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-pub use layers::{Act, ConvBn, ConvSpec, Head};
+pub use layers::{with_momentum, Act, BatchNorm, ConvBn, ConvSpec, Head};
 pub use mobilenet_v2::MobileNetV2;
 pub use resnet::ResNet18;
 
 use crate::error::{Error, Result};
 use crate::weights::{self, LoadReport};
+
+/// Variables with their names.
+pub type NamedVars = Vec<(String, Var)>;
 
 /// Seed used when none is given, so demo exports are reproducible.
 pub const DEFAULT_SEED: u64 = 20_220_523;
@@ -218,6 +221,25 @@ impl Network {
         })
     }
 
+    /// Replaces the running statistics of the BatchNorms in stages `first..` by their exact
+    /// average over `batches` (earlier stages run in evaluation mode and keep theirs).
+    ///
+    /// Early in training from scratch the weights move faster than the running averages follow,
+    /// and evaluation-mode outputs can be far from training-mode ones; recomputing the
+    /// statistics for the current weights before validating removes that lag ("precise BN").
+    pub fn recompute_batchnorm<I>(&self, first: usize, batches: I) -> Result<()>
+    where
+        I: IntoIterator<Item = Result<Tensor>>,
+    {
+        for (i, x) in batches.into_iter().enumerate() {
+            let x = self.forward_stages(&x?, 0..first, false)?;
+            layers::with_momentum(1.0 / (i + 1) as f64, || {
+                self.forward_stages(&x, first..self.num_stages(), true)
+            })?;
+        }
+        Ok(())
+    }
+
     /// Whether parameter `name` belongs to a stage at or after `first` (or to the head).
     pub fn is_in_stages_from(&self, name: &str, first: usize) -> bool {
         if name.starts_with(&format!("{}.", self.arch.head_prefix())) {
@@ -245,7 +267,7 @@ impl Network {
     }
 
     /// Trainable variables, split into (backbone, head). BatchNorm running statistics are excluded.
-    pub fn trainable_vars(&self) -> (Vec<(String, Var)>, Vec<(String, Var)>) {
+    pub fn trainable_vars(&self) -> (NamedVars, NamedVars) {
         let data = self.varmap.data().lock().expect("varmap lock");
         let mut names: Vec<&String> = data.keys().collect();
         names.sort();

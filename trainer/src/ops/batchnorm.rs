@@ -1,4 +1,4 @@
-//! Fused 2-D BatchNorm and ReLU6 for the CPU.
+//! Fused 2-D BatchNorm for the CPU.
 //!
 //! candle's BatchNorm is a chain of broadcast element-wise ops (and so is its backward); in a
 //! MobileNetV2 training step they took most of the time, ahead of the convolutions. Here the
@@ -215,57 +215,6 @@ impl CustomOp2 for BatchNormGrad {
     }
 }
 
-/// `min(max(x, 0), 6)` with its gradient (1 strictly inside (0, 6), else 0), in one sweep each way.
-pub fn relu6(x: &Tensor) -> Result<Tensor> {
-    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
-        return x.clamp(0f32, 6f32);
-    }
-    x.contiguous()?.apply_op1(Relu6)
-}
-
-struct Relu6;
-
-impl CustomOp1 for Relu6 {
-    fn name(&self) -> &'static str {
-        "relu6"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, "input")?;
-        let y: Vec<f32> = x.iter().map(|v| v.clamp(0.0, 6.0)).collect();
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &Relu6Grad)?))
-    }
-}
-
-struct Relu6Grad;
-
-impl CustomOp2 for Relu6Grad {
-    fn name(&self) -> &'static str {
-        "relu6-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "input")?;
-        let g = slice(s2, l2, "gradient")?;
-        let out: Vec<f32> = x
-            .iter()
-            .zip(g)
-            .map(|(&v, &g)| if v > 0.0 && v < 6.0 { g } else { 0.0 })
-            .collect();
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,21 +303,6 @@ mod tests {
                 );
             }
         }
-        Ok(())
-    }
-
-    #[test]
-    fn relu6_value_and_gradient() -> Result<()> {
-        let x = Var::new(&[-1f32, 0.5, 5.9, 6.5, 3.0], &Device::Cpu)?;
-        let y = relu6(x.as_tensor())?;
-        assert_eq!(y.to_vec1::<f32>()?, [0.0, 0.5, 5.9, 6.0, 3.0]);
-        let g = (y * Tensor::new(&[1f32, 2., 3., 4., 5.], &Device::Cpu)?)?
-            .sum_all()?
-            .backward()?;
-        assert_eq!(
-            g.get(&x).unwrap().to_vec1::<f32>()?,
-            [0.0, 2.0, 3.0, 0.0, 5.0]
-        );
         Ok(())
     }
 }

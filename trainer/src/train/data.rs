@@ -75,6 +75,16 @@ pub fn positive_label(labels: &[String]) -> Result<String> {
 
 /// Loads the manifest (or makes one) and decodes the training and validation photos.
 pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
+    if let Some(dir) = &src.synthetic {
+        let inside = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a.starts_with(&b));
+        if inside(dir, &src.root) {
+            return Err(Error::Invalid(format!(
+                "{} lies inside the dataset {}: generated photos would be scanned as real ones",
+                dir.display(),
+                src.root.display()
+            )));
+        }
+    }
     let (manifest, test_fold) = match &src.split {
         Some((path, fold)) => {
             let m = SplitManifest::load(path)?;

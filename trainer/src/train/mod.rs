@@ -591,7 +591,8 @@ impl<'a> Trainer<'a> {
                     })
                     .collect();
                 let x = Tensor::from_vec(flat, (chunk.len(), 3, s, s), &self.device)?;
-                feats.push(Network::pool(&self.net.features(&x, false)?)?);
+                // Detached: the cache must not keep every batch's forward graph alive.
+                feats.push(Network::pool(&self.net.features(&x, false)?)?.detach());
                 labels.extend(chunk.iter().map(|&(_, i)| self.data.train[i].label as u32));
                 bar.inc(chunk.len() as u64);
             }
@@ -649,6 +650,9 @@ impl<'a> Trainer<'a> {
             })?
         };
         let secs = start.elapsed().as_secs_f64();
+        if phase == "finetune" {
+            self.precise_batchnorm()?;
+        }
         let logits = predict(self.net, self.pre, &self.data.val)?;
         let labels: Vec<usize> = self.data.val.iter().map(|s| s.label).collect();
         let (val_loss, val_accuracy, val_auc) = evaluate(&logits, &labels, self.pos);
@@ -662,6 +666,30 @@ impl<'a> Trainer<'a> {
             lr: self.lr(phase, state.opt_steps.saturating_sub(1)),
             images_per_second: seen as f64 / secs,
         })
+    }
+
+    /// Recomputes the trainable stages' BatchNorm statistics on (up to 256) centre-cropped
+    /// training photos, so that validation and the exported model see statistics of the
+    /// current weights (see [`Network::recompute_batchnorm`]).
+    fn precise_batchnorm(&self) -> Result<()> {
+        let s = self.pre.input_size as usize;
+        let bs = self.config.batch_size.max(8);
+        let take = self.data.train.len().min(256);
+        let batches = self.data.train[..take]
+            .chunks(bs)
+            .filter(|c| c.len() > 1)
+            .map(|chunk| {
+                let flat: Vec<f32> = chunk
+                    .par_iter()
+                    .flat_map(|x| self.pre.tensor(&x.image))
+                    .collect();
+                Ok(Tensor::from_vec(
+                    flat,
+                    (chunk.len(), 3, s, s),
+                    &self.device,
+                )?)
+            });
+        self.net.recompute_batchnorm(self.first_trainable, batches)
     }
 
     /// Runs one epoch of steps over `order`; `batch` turns indices into (pooled features, labels).

@@ -56,6 +56,12 @@ impl AdamW {
         })
     }
 
+    /// Sets Adam's β₁ and β₂ (defaults 0.9 and 0.999; GANs use β₁ = 0.5).
+    pub fn set_betas(&mut self, beta1: f64, beta2: f64) {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+    }
+
     /// Number of steps taken.
     pub fn steps(&self) -> u64 {
         self.step

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Tests the uniffi bindings on this host, end to end:
+#   1. builds the workspace (release, shared target/): the library, the `reference` example,
+#      uniffi-bindgen and the trainer;
+#   2. fails when the committed generated bindings are stale (scripts/gen-bindings.sh --check);
+#   3. strips a copy of the cdylib (what apps ship) and prints its size;
+#   4. makes the fixtures: a ResNet-18 test model (random seeded weights, 64 px), synthetic photos,
+#      and the Rust SDK's results for them (reference.tsv);
+#   5. runs the Python tests (pytest) and the Kotlin tests (kotlinc + JUnit 4 on the JVM, JNA)
+#      against the stripped library, printing the max difference to the Rust numbers;
+#   6. compiles the library for the phones: the staticlib for aarch64-linux-android and
+#      aarch64-apple-ios (no NDK or Xcode: the host clang assembles tract's arm64 kernels).
+# Run scripts/setup-bindings.sh once first. Needs no network.
+# usage: [MPOX_TRAINER=path/to/mpox-trainer] scripts/test-bindings.sh [--skip-mobile]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+skip_mobile=0
+[ "${1:-}" = "--skip-mobile" ] && skip_mobile=1
+
+kotlinc="$root/.tools/kotlin/node_modules/kotlin-compiler/bin/kotlinc"
+for need in "$kotlinc" /usr/share/java/jna.jar /usr/share/java/junit4.jar; do
+    [ -e "$need" ] || { echo "test-bindings: $need is missing: run scripts/setup-bindings.sh" >&2; exit 1; }
+done
+hamcrest=/usr/share/java/hamcrest-core.jar
+[ -e "$hamcrest" ] || hamcrest=/usr/share/java/hamcrest.jar
+
+step() { echo; echo "== test-bindings: $*"; }
+
+step "build (release)"
+# One build of the whole workspace, as CI does first anyway: building single packages would
+# resolve features differently (uniffi's `cli` lives only in uniffi-bindgen) and rebuild shared
+# dependencies. It gives the cdylib, the `reference` example, uniffi-bindgen and the trainer.
+# MPOX_TRAINER=path uses an already built trainer and builds only the bindings' packages
+# (for work on the bindings while the trainer crate does not compile; that feature set differs
+# from the workspace's, so the first such build recompiles tract once).
+if [ -z "${MPOX_TRAINER:-}" ]; then
+    cargo build --release --workspace --all-targets
+else
+    cargo build --release -p mpox-bindings -p uniffi-bindgen --lib --bins --examples
+fi
+lib="$root/target/release/libmpoxscreen.so"
+
+step "generated bindings are up to date"
+scripts/gen-bindings.sh --check --no-build --lib "$lib"
+
+fixtures="$root/target/bindings-test"
+rm -rf "$fixtures"
+mkdir -p "$fixtures/lib"
+
+step "stripped cdylib size"
+strip -o "$fixtures/lib/libmpoxscreen.so" "$lib"
+unstripped=$(stat -c %s "$lib")
+stripped=$(stat -c %s "$fixtures/lib/libmpoxscreen.so")
+awk -v s="$stripped" -v u="$unstripped" 'BEGIN { printf "libmpoxscreen.so (x86_64): %d bytes = %.2f MiB stripped (%.1f MiB with line tables)\n", s, s / 1048576, u / 1048576 }'
+
+step "fixtures: test model, photos, Rust reference"
+trainer="${MPOX_TRAINER:-$root/target/release/mpox-trainer}"
+"$trainer" export --arch resnet18 --input-size 64 --out "$fixtures/model.onnx"
+"$trainer" export --arch mobilenet_v2_w0.35 --input-size 96 --out "$fixtures/small.onnx"
+"$trainer" synth --out "$fixtures/photos" --per-class 4 --size 128
+"$root/target/release/examples/reference" tsv "$fixtures/model.onnx" "$fixtures"/photos/*/*.png >"$fixtures/reference.tsv"
+echo "reference.tsv: $(wc -l <"$fixtures/reference.tsv") photos screened by the Rust SDK"
+export MPOX_BINDINGS_FIXTURES="$fixtures"
+
+step "Python (pytest)"
+cp "$fixtures/lib/libmpoxscreen.so" bindings/python/mpoxscreen/libmpoxscreen.so
+python3 -m pytest -q -s -p no:cacheprovider bindings/python/tests
+
+step "Kotlin on the JVM (kotlinc + JUnit 4 + JNA)"
+cp_jars="/usr/share/java/jna.jar:/usr/share/java/junit4.jar:$hamcrest"
+kt_out="$fixtures/kotlin"
+mkdir -p "$kt_out"
+"$kotlinc" -nowarn -jvm-target 17 -cp "$cp_jars" -d "$kt_out/tests.jar" \
+    android/mpoxscreen/src/main/kotlin/org/mpoxscreen/mpoxscreen.kt \
+    android/mpoxscreen/src/test/kotlin/org/mpoxscreen/ScreenerTest.kt 2>&1 | grep -v "^warning:" || true
+[ -f "$kt_out/tests.jar" ] || { echo "test-bindings: kotlinc failed" >&2; exit 1; }
+kotlin_stdlib="$root/.tools/kotlin/node_modules/kotlin-compiler/lib/kotlin-stdlib.jar"
+java -Djna.library.path="$fixtures/lib" -cp "$kt_out/tests.jar:$cp_jars:$kotlin_stdlib" \
+    org.junit.runner.JUnitCore org.mpoxscreen.ScreenerTest
+
+if [ "$skip_mobile" = 0 ]; then
+    step "mobile staticlibs (compile the library for the phone targets)"
+    # tract-linalg assembles its arm64 kernels with a C compiler: the host's clang with a --target
+    # stands in for the NDK's and Xcode's (nothing is linked, so no sysroot is needed; cc-rs
+    # wants SDKROOT to name an existing folder on Apple targets instead of asking xcrun).
+    # Only the staticlib is built: linking the cdylib would need the NDK / Apple's linker.
+    mkdir -p "$root/target/apple-sdk-stub"
+    for target in aarch64-linux-android aarch64-apple-ios; do
+        t=${target//-/_}
+        case "$target" in
+            *android*) extra=("CFLAGS_$t=--target=aarch64-linux-android24") ;;
+            *ios*) extra=("CFLAGS_$t=--target=arm64-apple-ios13.0" SDKROOT="$root/target/apple-sdk-stub") ;;
+        esac
+        env "CC_$t=clang" "AR_$t=llvm-ar" "${extra[@]}" \
+            cargo rustc --release -p mpox-bindings --lib --target "$target" --crate-type staticlib
+        a="$root/target/$target/release/libmpoxscreen.a"
+        echo "$target: built $a ($(stat -c %s "$a") bytes)"
+    done
+fi
+
+step "all binding tests passed"

@@ -1,0 +1,183 @@
+//! The GAN on small generated data: it learns, it resumes identically, and its photos can only
+//! ever join the training part of the fold it was trained on.
+
+use std::path::Path;
+
+use candle_core::Device;
+use mpox_e2e::temp_dir;
+use mpox_trainer::gan::diffaug::Policy;
+use mpox_trainer::gan::train::{gan_data, GanConfig, GanRun, Loss};
+use mpox_trainer::split::{split, SplitConfig};
+use mpox_trainer::train::data::{self, DataSource};
+
+fn small(steps: usize) -> GanConfig {
+    let mut c = GanConfig::dcgan(steps);
+    c.batch_size = 8;
+    c.every = 1000;
+    c.seed = 4;
+    c
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn a_few_steps_lower_the_discriminator_loss_on_an_easy_target() {
+    let dir = temp_dir("gan-easy");
+    // The easiest target there is: every real photo the same flat colour.
+    let class = dir.join("data").join("flat");
+    std::fs::create_dir_all(&class).unwrap();
+    for i in 0..8 {
+        image::RgbImage::from_pixel(64, 64, image::Rgb([200, 40, 40]))
+            .save(class.join(format!("f{i}.png")))
+            .unwrap();
+    }
+    let data = gan_data(&dir.join("data"), "flat", None).unwrap();
+    let mut run = GanRun::new(&small(12), &data, &dir.join("run"), &Device::Cpu, false).unwrap();
+    run.train(None, false).unwrap();
+    let h = &run.state().history;
+    let first: Vec<f64> = h[..3].iter().map(|r| r.d_loss).collect();
+    let last: Vec<f64> = h[h.len() - 3..].iter().map(|r| r.d_loss).collect();
+    eprintln!("D loss {:.3} → {:.3}", mean(&first), mean(&last));
+    assert!(
+        mean(&last) < mean(&first),
+        "D loss did not fall: {first:?} → {last:?}"
+    );
+    assert!(
+        h.last().unwrap().d_real > 0.5,
+        "D does not recognise the real photos"
+    );
+    for f in ["log.csv", "losses.png", "scores.png", "gan.safetensors"] {
+        assert!(dir.join("run").join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("run/log.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        13
+    );
+}
+
+#[test]
+fn a_resumed_run_continues_identically() {
+    let dir = temp_dir("gan-resume");
+    let data_dir = dir.join("data");
+    mpox_trainer::synthetic::write_dataset(&data_dir, 8, 64, 1).unwrap();
+    let data = gan_data(&data_dir, "mpox", None).unwrap();
+    let mut config = small(4);
+    // Every option at once: DiffAugment, hinge loss, an EMA generator.
+    config.diffaug = Policy::all();
+    config.loss = Loss::Hinge;
+    config.ema = Some(0.9);
+    let mut a = GanRun::new(&config, &data, &dir.join("a"), &Device::Cpu, false).unwrap();
+    a.train(None, false).unwrap();
+    let mut b = GanRun::new(&config, &data, &dir.join("b"), &Device::Cpu, false).unwrap();
+    b.train(Some(2), false).unwrap();
+    drop(b);
+    assert!(GanRun::new(&config, &data, &dir.join("b"), &Device::Cpu, false).is_err());
+    let mut b = GanRun::new(&config, &data, &dir.join("b"), &Device::Cpu, true).unwrap();
+    assert_eq!(b.state().step, 2);
+    b.train(None, false).unwrap();
+    assert_eq!(a.state().history, b.state().history);
+    let load =
+        |p: &Path| candle_core::safetensors::load(p.join("gan.safetensors"), &Device::Cpu).unwrap();
+    let (ta, tb) = (load(&dir.join("a")), load(&dir.join("b")));
+    assert_eq!(ta.len(), tb.len());
+    for (k, t) in &ta {
+        let d = (t - &tb[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{k} differs");
+    }
+    assert_eq!(
+        std::fs::read(dir.join("a/log.csv")).unwrap(),
+        std::fs::read(dir.join("b/log.csv")).unwrap()
+    );
+}
+
+#[test]
+fn synthetic_photos_only_reach_the_training_part_of_their_own_fold() {
+    let dir = temp_dir("gan-leak");
+    let data_dir = dir.join("data");
+    mpox_trainer::synthetic::write_dataset(&data_dir, 15, 64, 2).unwrap();
+    let manifest = split(
+        &data_dir,
+        &SplitConfig {
+            folds: 3,
+            seed: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let split_path = dir.join("split.json");
+    manifest.save(&split_path).unwrap();
+    // The GAN of fold 0 learns from fold 0's training photos only (not its test or validation fold).
+    let gd = gan_data(&data_dir, "mpox", Some((&split_path, 0))).unwrap();
+    let allowed: Vec<_> = manifest
+        .items
+        .iter()
+        .filter(|i| i.class == "mpox" && i.fold == 2)
+        .map(|i| manifest.path_of(i))
+        .collect();
+    assert!(!gd.photos.is_empty());
+    assert!(
+        gd.photos.iter().all(|p| allowed.contains(p)),
+        "the GAN saw test or validation photos"
+    );
+    let mut run = GanRun::new(&small(1), &gd, &dir.join("gan"), &Device::Cpu, false).unwrap();
+    run.train(None, false).unwrap();
+    let samples = dir.join("samples");
+    let m = mpox_trainer::gan::sample::sample(
+        &dir.join("gan/gan.safetensors"),
+        6,
+        0,
+        &samples,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(m.synthetic && m.fold == Some(0) && m.files.len() == 6);
+
+    let source = |fold: usize, synthetic: &Path| DataSource {
+        root: data_dir.clone(),
+        split: Some((split_path.clone(), fold)),
+        positive: None,
+        seed: 0,
+        synthetic: Some(synthetic.to_path_buf()),
+        synthetic_ratio: 1.0,
+    };
+    // Its own fold: the photos join training, labelled mpox, and nothing else changes.
+    let run = data::load(&source(0, &samples), 128).unwrap();
+    let synthetic: Vec<_> = run
+        .train
+        .iter()
+        .filter(|s| s.path.starts_with(&samples))
+        .collect();
+    assert_eq!(synthetic.len(), 6);
+    assert!(synthetic.iter().all(|s| run.labels[s.label] == "mpox"));
+    assert!(run.val.iter().all(|s| !s.path.starts_with(&samples)));
+    assert!(run.test.iter().all(|p| !p.starts_with(&samples)));
+    // Another fold: refused (that generator may have seen this fold's test photos).
+    let err = data::load(&source(1, &samples), 128).unwrap_err();
+    assert!(err.to_string().contains("fold"), "{err}");
+    // A real photo slipped into the synthetic folder: refused.
+    let real = manifest.path_of(&manifest.items[0]);
+    std::fs::copy(&real, samples.join("gen_00000.png")).unwrap();
+    let err = data::load(&source(0, &samples), 128).unwrap_err();
+    assert!(err.to_string().contains("real photo"), "{err}");
+    // A synthetic folder inside the dataset would be scanned as real photos: refused.
+    let inside = data_dir.join("mpox").join("generated");
+    std::fs::create_dir_all(&inside).unwrap();
+    for f in std::fs::read_dir(&samples).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, inside.join(f.file_name().unwrap())).unwrap();
+    }
+    let err = data::load(&source(0, &inside), 128).unwrap_err();
+    assert!(err.to_string().contains("inside the dataset"), "{err}");
+}

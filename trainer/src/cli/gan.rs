@@ -1,0 +1,238 @@
+//! `mpox-trainer gan train|sample|eval`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use mpox_trainer::gan::diffaug::Policy;
+use mpox_trainer::gan::train::{gan_data, GanConfig, GanRun, Loss};
+
+/// GAN commands.
+#[derive(Subcommand, Debug)]
+pub enum GanCommand {
+    /// Train a DCGAN on the training photos of one class (of one fold, with --split).
+    Train(TrainArgs),
+    /// Generate photos from a GAN checkpoint, with a manifest marking them synthetic.
+    Sample(SampleArgs),
+    /// Fréchet distance, KID and memorisation of generated photos against real ones.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// ImageFolder dataset.
+    data: PathBuf,
+    /// Class folder to learn (e.g. Monkeypox).
+    #[arg(long)]
+    class: String,
+    /// Split manifest (with --fold): only the fold's training photos are used.
+    #[arg(long, requires = "fold")]
+    split: Option<PathBuf>,
+    /// Fold whose test (and validation) photos are left out.
+    #[arg(long, requires = "split")]
+    fold: Option<usize>,
+    /// Image side: 64 (the paper) or 128.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Training steps.
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Loss: bce (the paper's) or hinge.
+    #[arg(long, default_value = "bce")]
+    loss: String,
+    /// DiffAugment policy on real and generated images before D: none, or a comma list of colour, translation, cutout.
+    #[arg(long, default_value = "none")]
+    diffaug: String,
+    /// Keep an exponential moving average of the generator with this decay (e.g. 0.999) and sample from it.
+    #[arg(long)]
+    ema: Option<f64>,
+    /// Learning rate of both networks.
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Seed of initialisation, noise and batches.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A sample grid, plots and a checkpoint every this many steps.
+    #[arg(long, default_value_t = 100)]
+    every: usize,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps in this invocation (resume later).
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+    /// cpu, or cuda (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Run folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl TrainArgs {
+    fn config(&self) -> anyhow::Result<GanConfig> {
+        let mut c = GanConfig::dcgan(self.steps);
+        c.size = self.size;
+        c.batch_size = self.batch_size;
+        c.lr = self.lr;
+        c.seed = self.seed;
+        c.every = self.every;
+        c.ema = self.ema;
+        c.loss = match self.loss.as_str() {
+            "bce" => Loss::Bce,
+            "hinge" => Loss::Hinge,
+            other => bail!("--loss {other}: use bce or hinge"),
+        };
+        c.diffaug = parse_policy(&self.diffaug)?;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn parse_policy(s: &str) -> anyhow::Result<Policy> {
+    let mut p = Policy {
+        colour: false,
+        translation: false,
+        cutout: false,
+    };
+    if s == "none" {
+        return Ok(p);
+    }
+    for part in s.split(',') {
+        match part.trim() {
+            "colour" | "color" => p.colour = true,
+            "translation" => p.translation = true,
+            "cutout" => p.cutout = true,
+            "all" => p = Policy::all(),
+            other => bail!(
+                "--diffaug: unknown transform {other:?} (colour, translation, cutout, all, none)"
+            ),
+        }
+    }
+    Ok(p)
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// GAN checkpoint (gan.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Photos to generate.
+    #[arg(long)]
+    n: usize,
+    /// Seed of the latent noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (must not exist or be empty of a previous sample).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Folder of generated photos (with its manifest).
+    generated: PathBuf,
+    /// The dataset the GAN was trained on.
+    data: PathBuf,
+    /// Split manifest the GAN used (held-out photos are its fold's test and validation photos).
+    #[arg(long)]
+    split: Option<PathBuf>,
+    /// ImageNet MobileNetV2 weights for the features.
+    #[arg(
+        long,
+        default_value = "../shared/weights/mobilenet_v2_imagenet_features.safetensors"
+    )]
+    weights: PathBuf,
+    /// Output folder for eval.json and closest.png [default: the generated folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Runs a GAN command.
+pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        GanCommand::Train(a) => {
+            let config = a.config()?;
+            let device = mpox_trainer::device(&a.device)?;
+            let data = gan_data(&a.data, &a.class, a.split.as_deref().zip(a.fold))?;
+            eprintln!(
+                "training a {}-px GAN on {} photos of {}{}",
+                config.size,
+                data.photos.len(),
+                data.class,
+                data.fold
+                    .map_or(String::new(), |f| format!(" (training part of fold {f})"))
+            );
+            let mut run = GanRun::new(&config, &data, &a.out, &device, a.resume)?;
+            run.train(a.stop_after, true)?;
+            let last = run.state().history.last().cloned();
+            if let Some(r) = last {
+                eprintln!(
+                    "step {}: D loss {:.3}, G loss {:.3}, D(x) {:.3}, D(G(z)) {:.3}; plots and grids in {}",
+                    r.step, r.d_loss, r.g_loss, r.d_real, r.d_fake, a.out.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GanCommand::Sample(a) => {
+            let m = mpox_trainer::gan::sample::sample(
+                &a.checkpoint,
+                a.n,
+                a.seed,
+                &a.out,
+                &candle_core::Device::Cpu,
+            )?;
+            eprintln!(
+                "wrote {} synthetic photos of {} to {}",
+                m.files.len(),
+                m.class,
+                a.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        GanCommand::Eval(a) => {
+            let m = mpox_trainer::gan::sample::read_manifest(&a.generated)?;
+            let generated = mpox_trainer::gan::sample::read_synthetic_folder(&a.generated)?;
+            let (training, held_out) = mpox_trainer::gan::train::train_and_held_out(
+                &a.data,
+                &m.class,
+                a.split.as_deref(),
+                m.fold,
+            )?;
+            let size = image::image_dimensions(&generated[0])
+                .map_err(|e| anyhow::anyhow!("{}: {e}", generated[0].display()))?
+                .0 as usize;
+            let out = a.out.unwrap_or_else(|| a.generated.clone());
+            let report = mpox_trainer::gan::eval::evaluate(
+                &generated,
+                &held_out,
+                &training,
+                size,
+                &a.weights,
+                &out,
+                &candle_core::Device::Cpu,
+            )?;
+            let json = serde_json::to_string_pretty(&report)?;
+            mpox_trainer::atomic::write_atomic(&out.join("eval.json"), json.as_bytes())?;
+            println!(
+                "Fréchet distance {:.2} (real training vs held-out: {:.2}); KID {:.4} ± {:.4} (real: {:.4} ± {:.4})",
+                report.frechet_distance,
+                report.frechet_distance_real_baseline,
+                report.kid.0,
+                report.kid.1,
+                report.kid_real_baseline.0,
+                report.kid_real_baseline.1
+            );
+            println!(
+                "memorisation: {} of {} generated photos are near-duplicates of a training photo; median feature distance to the nearest training photo {:.2} (held-out real photos: {:.2})",
+                report.memorised, report.generated, report.median_feature_distance, report.median_feature_distance_real
+            );
+            println!("(MobileNetV2 features: not comparable with Inception-based FID/KID.) Closest pairs: {}", out.join("closest.png").display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

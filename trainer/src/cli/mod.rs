@@ -1,0 +1,3 @@
+//! Subcommand groups of the command line.
+
+pub mod gan;

@@ -1,0 +1,690 @@
+//! GAN training: the paper's DCGAN recipe (BCE loss, Adam 2e-4, β₁ 0.5) with optional DiffAugment,
+//! hinge loss and an EMA generator; per-step losses and D scores to CSV, the paper's two figures as
+//! PNG, sample grids from fixed noise, atomic checkpoints and exact resume.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use super::diffaug::{self, Policy};
+use super::model::{Gan, Z_DIM};
+use crate::dataset::{self, Dataset};
+use crate::error::{Error, Result};
+use crate::split::SplitManifest;
+use crate::train::augment::rng_for;
+use crate::train::optim::AdamW;
+
+/// The adversarial loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Loss {
+    /// Binary cross-entropy with the non-saturating generator loss (the paper's DCGAN).
+    Bce,
+    /// Hinge loss (as in SAGAN/BigGAN), often steadier on small data.
+    Hinge,
+}
+
+/// Everything that defines a GAN run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GanConfig {
+    /// Image side: 64 or 128.
+    pub size: usize,
+    /// Training steps.
+    pub steps: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Adam learning rate of both networks.
+    pub lr: f64,
+    /// Adam β₁.
+    pub beta1: f64,
+    /// Loss.
+    pub loss: Loss,
+    /// DiffAugment policy (nothing: the plain DCGAN).
+    pub diffaug: Policy,
+    /// Decay of the generator's moving average (`None`: no EMA generator).
+    pub ema: Option<f64>,
+    /// Seed of initialisation, noise and sampling.
+    pub seed: u64,
+    /// A sample grid (and a checkpoint) every this many steps.
+    pub every: usize,
+}
+
+impl GanConfig {
+    /// The paper's DCGAN at 64 px.
+    pub fn dcgan(steps: usize) -> Self {
+        Self {
+            size: 64,
+            steps,
+            batch_size: 64,
+            lr: 2e-4,
+            beta1: 0.5,
+            loss: Loss::Bce,
+            diffaug: Policy {
+                colour: false,
+                translation: false,
+                cutout: false,
+            },
+            ema: None,
+            seed: 0,
+            every: 100,
+        }
+    }
+
+    /// Refuses settings that cannot work, before any data is read.
+    pub fn validate(&self) -> Result<()> {
+        super::model::check_size(self.size)?;
+        if self.batch_size < 2 || self.steps == 0 || self.every == 0 {
+            return Err(Error::Invalid(
+                "--batch-size must be at least 2, --steps and --every at least 1".into(),
+            ));
+        }
+        if let Some(b) = self.ema {
+            if !(0.0..1.0).contains(&b) {
+                return Err(Error::Invalid(format!("--ema {b} must lie in [0, 1)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The photos a GAN learns from: one class, training part of a fold only.
+#[derive(Clone, Debug)]
+pub struct GanData {
+    /// The photos.
+    pub photos: Vec<PathBuf>,
+    /// The class.
+    pub class: String,
+    /// Dataset fingerprint.
+    pub fingerprint: String,
+    /// The fold whose training part was used (`None`: the whole class).
+    pub fold: Option<usize>,
+}
+
+/// Selects the training photos of `class`: with a split, only those outside the fold's test part
+/// and outside its validation fold (the next one), exactly the photos `fit --fold` trains on.
+pub fn gan_data(root: &Path, class: &str, split: Option<(&Path, usize)>) -> Result<GanData> {
+    let ds = Dataset::scan(root)?;
+    if !ds.classes.iter().any(|c| c == class) {
+        return Err(Error::Invalid(format!(
+            "no class folder {class:?} in {} (classes: {:?})",
+            root.display(),
+            ds.classes
+        )));
+    }
+    let (photos, fold, fingerprint) = match split {
+        Some((path, fold)) => {
+            let m = SplitManifest::load(path)?;
+            m.check_dataset(&ds)?;
+            if fold >= m.folds {
+                return Err(Error::Invalid(format!("the split has no fold {fold}")));
+            }
+            let val = (fold + 1) % m.folds;
+            let photos = m
+                .items
+                .iter()
+                .filter(|i| i.class == class && i.fold != fold && i.fold != val)
+                .map(|i| m.path_of(i))
+                .collect();
+            (photos, Some(fold), m.dataset_fingerprint.clone())
+        }
+        None => (
+            ds.items
+                .iter()
+                .filter(|i| ds.class_of(i) == class)
+                .map(|i| ds.path(i))
+                .collect::<Vec<_>>(),
+            None,
+            ds.fingerprint(),
+        ),
+    };
+    if photos.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "{} training photos of {class}: too few for a GAN",
+            photos.len()
+        )));
+    }
+    Ok(GanData {
+        photos,
+        class: class.into(),
+        fingerprint,
+        fold,
+    })
+}
+
+/// One step's figures (the paper's figure 2 plots the losses, figure 3 the mean D scores).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// 1-based step.
+    pub step: usize,
+    /// Discriminator loss.
+    pub d_loss: f64,
+    /// Generator loss.
+    pub g_loss: f64,
+    /// Mean D(x): sigmoid of the discriminator's logit on real photos.
+    pub d_real: f64,
+    /// Mean D(G(z)) before the discriminator's update.
+    pub d_fake: f64,
+}
+
+/// The resumable state stored in a GAN checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GanState {
+    /// Configuration and data identity, to refuse resuming with other settings.
+    pub identity: serde_json::Value,
+    /// Steps done.
+    pub step: usize,
+    /// Every step so far.
+    pub history: Vec<StepRecord>,
+}
+
+/// File names in a GAN run folder.
+pub mod files {
+    /// The checkpoint (both networks, EMA, optimisers, state).
+    pub const CHECKPOINT: &str = "gan.safetensors";
+    /// Per-step losses and scores.
+    pub const LOG: &str = "log.csv";
+    /// Generator and discriminator losses (the paper's figure 2).
+    pub const LOSSES: &str = "losses.png";
+    /// Mean D(x) and D(G(z)) (the paper's figure 3).
+    pub const SCORES: &str = "scores.png";
+}
+
+/// Scales a photo to `[−1, 1]` CHW at `size` (centre crop of the shorter side).
+pub fn to_gan_input(img: &RgbImage, size: usize) -> Vec<f32> {
+    let pre = mpox_sdk::Preprocessing {
+        input_size: size as u32,
+        resize: size as u32,
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
+    pre.tensor(img)
+}
+
+/// Turns generator output `[N, 3, S, S]` in [−1, 1] into images.
+pub fn to_images(x: &Tensor) -> Result<Vec<RgbImage>> {
+    let (n, _, h, w) = x.dims4()?;
+    let data = ((x.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let plane = h * w;
+    Ok((0..n)
+        .map(|i| {
+            let base = i * 3 * plane;
+            RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                let p = y as usize * w + x as usize;
+                image::Rgb(std::array::from_fn(|c| {
+                    data[base + c * plane + p].round() as u8
+                }))
+            })
+        })
+        .collect())
+}
+
+/// A grid of images, `cols` across, with a 2-pixel white gutter.
+pub fn grid(images: &[RgbImage], cols: usize) -> RgbImage {
+    let (w, h) = images.first().map_or((1, 1), |i| i.dimensions());
+    let rows = images.len().div_ceil(cols.max(1));
+    let gap = 2;
+    let mut out = RgbImage::from_pixel(
+        cols as u32 * (w + gap) + gap,
+        rows as u32 * (h + gap) + gap,
+        image::Rgb([255, 255, 255]),
+    );
+    for (k, img) in images.iter().enumerate() {
+        let (c, r) = ((k % cols) as u32, (k / cols) as u32);
+        image::imageops::replace(
+            &mut out,
+            img,
+            i64::from(gap + c * (w + gap)),
+            i64::from(gap + r * (h + gap)),
+        );
+    }
+    out
+}
+
+/// Latent vectors from a seeded generator.
+pub fn noise(n: usize, rng: &mut StdRng, device: &Device) -> Result<Tensor> {
+    let z: Vec<f32> = (0..n * Z_DIM)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
+    Ok(Tensor::from_vec(z, (n, Z_DIM), device)?)
+}
+
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    // log(1 + e^x) = max(x, 0) + log(1 + e^−|x|), exact for large |x|.
+    Ok((x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
+}
+
+fn sigmoid_mean(x: &Tensor) -> Result<f64> {
+    let s = (x.neg()?.exp()? + 1.0)?.recip()?;
+    Ok(f64::from(s.mean_all()?.to_scalar::<f32>()?))
+}
+
+/// A GAN training run.
+pub struct GanRun {
+    config: GanConfig,
+    gan: Gan,
+    opt_g: AdamW,
+    opt_d: AdamW,
+    reals: Vec<Vec<f32>>,
+    device: Device,
+    state: GanState,
+    fixed_noise: Tensor,
+    out: PathBuf,
+}
+
+fn named_vars(vars: &candle_nn::VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = vars.data().lock().expect("varmap lock");
+    let mut v: Vec<(String, candle_core::Var)> = data
+        .iter()
+        .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+impl GanRun {
+    /// Prepares a run in `out` (resuming from its checkpoint when `resume`).
+    pub fn new(
+        config: &GanConfig,
+        data: &GanData,
+        out: &Path,
+        device: &Device,
+        resume: bool,
+    ) -> Result<Self> {
+        config.validate()?;
+        let ckpt = out.join(files::CHECKPOINT);
+        if ckpt.exists() && !resume {
+            return Err(Error::Invalid(format!(
+                "{} already holds a GAN run: pass --resume to continue it, or choose another --out",
+                out.display()
+            )));
+        }
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let reals = data
+            .photos
+            .iter()
+            .map(|p| Ok(to_gan_input(&dataset::load_image(p)?, config.size)))
+            .collect::<Result<Vec<_>>>()?;
+        let gan = Gan::new(config.size, config.ema.is_some(), config.seed, device)?;
+        let adam = |vars| -> Result<AdamW> {
+            let mut o = AdamW::new(vec![(vars, 1.0)], 0.0)?;
+            o.set_betas(config.beta1, 0.999);
+            Ok(o)
+        };
+        let opt_g = adam(named_vars(&gan.g_vars))?;
+        let opt_d = adam(named_vars(&gan.d_vars))?;
+        let identity = serde_json::json!({
+            "config": config,
+            "class": data.class,
+            "fold": data.fold,
+            "dataset_fingerprint": data.fingerprint,
+            "photos": data.photos.len(),
+        });
+        let fixed_noise = noise(64, &mut StdRng::seed_from_u64(config.seed ^ 0xF1DE), device)?;
+        let mut run = Self {
+            config: config.clone(),
+            gan,
+            opt_g,
+            opt_d,
+            reals,
+            device: device.clone(),
+            state: GanState {
+                identity,
+                step: 0,
+                history: Vec::new(),
+            },
+            fixed_noise,
+            out: out.to_path_buf(),
+        };
+        if resume && ckpt.exists() {
+            run.restore(&ckpt)?;
+            eprintln!("resuming {} after step {}", out.display(), run.state.step);
+        }
+        run.rewrite_log()?;
+        Ok(run)
+    }
+
+    /// The networks.
+    pub fn gan(&self) -> &Gan {
+        &self.gan
+    }
+
+    /// Steps done and their figures.
+    pub fn state(&self) -> &GanState {
+        &self.state
+    }
+
+    /// One adversarial step: a discriminator update on real and generated images, then a
+    /// generator update through the (updated) discriminator.
+    pub fn step(&mut self) -> Result<StepRecord> {
+        let c = &self.config;
+        let step = self.state.step + 1;
+        let mut rng = rng_for(c.seed, step as u64, 0x6A4);
+        let s = c.size;
+        // Real batch: random photos, each mirrored with probability ½.
+        let mut flat = Vec::with_capacity(c.batch_size * 3 * s * s);
+        for _ in 0..c.batch_size {
+            let img = &self.reals[rng.random_range(0..self.reals.len())];
+            if rng.random_bool(0.5) {
+                for row in img.chunks(s) {
+                    flat.extend(row.iter().rev());
+                }
+            } else {
+                flat.extend_from_slice(img);
+            }
+        }
+        let real = Tensor::from_vec(flat, (c.batch_size, 3, s, s), &self.device)?;
+        let z = noise(c.batch_size, &mut rng, &self.device)?;
+        let fake = self.gan.g.forward_t(&z, true)?;
+        let aug = |x: &Tensor, rng: &mut StdRng| -> Result<Tensor> {
+            if c.diffaug.any() {
+                Ok(diffaug::augment(x, c.diffaug, rng)?)
+            } else {
+                Ok(x.clone())
+            }
+        };
+        // Discriminator.
+        let d_real = self.gan.d.forward_t(&aug(&real, &mut rng)?, true)?;
+        let d_fake = self
+            .gan
+            .d
+            .forward_t(&aug(&fake.detach(), &mut rng)?, true)?;
+        let d_loss = match c.loss {
+            Loss::Bce => {
+                (softplus(&d_real.neg()?)?.mean_all()? + softplus(&d_fake)?.mean_all()?)?
+            }
+            Loss::Hinge => {
+                ((1.0 - &d_real)?.relu()?.mean_all()? + (&d_fake + 1.0)?.relu()?.mean_all()?)?
+            }
+        };
+        let grads = d_loss.backward()?;
+        self.opt_d.step(&grads, c.lr)?;
+        // Generator.
+        let d_gen = self.gan.d.forward_t(&aug(&fake, &mut rng)?, true)?;
+        let g_loss = match c.loss {
+            Loss::Bce => softplus(&d_gen.neg()?)?.mean_all()?,
+            Loss::Hinge => d_gen.mean_all()?.neg()?,
+        };
+        let grads = g_loss.backward()?;
+        self.opt_g.step(&grads, c.lr)?;
+        if let Some(beta) = c.ema {
+            self.gan.update_ema(beta)?;
+        }
+        let record = StepRecord {
+            step,
+            d_loss: f64::from(d_loss.to_scalar::<f32>()?),
+            g_loss: f64::from(g_loss.to_scalar::<f32>()?),
+            d_real: sigmoid_mean(&d_real)?,
+            d_fake: sigmoid_mean(&d_fake)?,
+        };
+        self.state.step = step;
+        self.state.history.push(record.clone());
+        self.append_log(&record)?;
+        Ok(record)
+    }
+
+    /// Trains up to the configured number of steps (or `stop_after` more), with grids, plots and
+    /// checkpoints every `every` steps and at the end.
+    pub fn train(&mut self, stop_after: Option<usize>, progress: bool) -> Result<()> {
+        let total = self.config.steps;
+        let bar = if progress {
+            let b = ProgressBar::new(total as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "gan [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b.set_position(self.state.step as u64);
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let start = Instant::now();
+        let mut done = 0;
+        while self.state.step < total && stop_after.is_none_or(|n| done < n) {
+            let r = self.step()?;
+            done += 1;
+            bar.inc(1);
+            bar.set_message(format!(
+                "D {:.3} G {:.3} D(x) {:.2} D(G(z)) {:.2}, {:.1} img/s",
+                r.d_loss,
+                r.g_loss,
+                r.d_real,
+                r.d_fake,
+                (done * self.config.batch_size) as f64 / start.elapsed().as_secs_f64()
+            ));
+            if r.step.is_multiple_of(self.config.every) || r.step == total {
+                self.snapshot()?;
+            }
+        }
+        bar.finish_and_clear();
+        if !self.state.step.is_multiple_of(self.config.every) && self.state.step != total {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Sample grid from the fixed noise, the two figures, and the checkpoint.
+    fn snapshot(&self) -> Result<()> {
+        let imgs = to_images(&self.gan.sampler().forward_t(&self.fixed_noise, false)?)?;
+        let path = self.out.join(format!("samples-{:06}.png", self.state.step));
+        let g = grid(&imgs, 8);
+        crate::atomic::write_atomic_with(&path, |tmp| {
+            g.save_with_format(tmp, image::ImageFormat::Png)
+                .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))
+        })?;
+        self.plots()?;
+        self.checkpoint()
+    }
+
+    fn plots(&self) -> Result<()> {
+        let h = &self.state.history;
+        let series = |f: &dyn Fn(&StepRecord) -> f64| -> Vec<(f64, f64)> {
+            h.iter().map(|r| (r.step as f64, f(r))).collect()
+        };
+        crate::plots::line_chart(
+            &self.out.join(files::LOSSES),
+            "Generator and discriminator loss",
+            "step",
+            "loss",
+            &[
+                ("D loss", series(&|r| r.d_loss)),
+                ("G loss", series(&|r| r.g_loss)),
+            ],
+        )?;
+        crate::plots::line_chart(
+            &self.out.join(files::SCORES),
+            "Discriminator scores",
+            "step",
+            "mean score",
+            &[
+                ("D(x)", series(&|r| r.d_real)),
+                ("D(G(z))", series(&|r| r.d_fake)),
+            ],
+        )
+    }
+
+    fn append_log(&self, r: &StepRecord) -> Result<()> {
+        let path = self.out.join(files::LOG);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(
+            f,
+            "{},{:.6},{:.6},{:.6},{:.6}",
+            r.step, r.d_loss, r.g_loss, r.d_real, r.d_fake
+        )
+        .map_err(|e| Error::io(&path, e))
+    }
+
+    /// Rewrites the CSV from the state, dropping rows a killed run wrote after its last checkpoint.
+    fn rewrite_log(&self) -> Result<()> {
+        let mut csv = String::from("step,d_loss,g_loss,d_real,d_fake\n");
+        for r in &self.state.history {
+            csv.push_str(&format!(
+                "{},{:.6},{:.6},{:.6},{:.6}\n",
+                r.step, r.d_loss, r.g_loss, r.d_real, r.d_fake
+            ));
+        }
+        crate::atomic::write_atomic(&self.out.join(files::LOG), csv.as_bytes())
+    }
+
+    /// Writes networks, EMA, optimiser moments and state into one safetensors file, atomically.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        let mut add = |prefix: &str, vars: &candle_nn::VarMap| {
+            for (k, v) in vars.data().lock().expect("varmap lock").iter() {
+                tensors.push((format!("{prefix}.{k}"), v.as_tensor().clone()));
+            }
+        };
+        add("g", &self.gan.g_vars);
+        add("d", &self.gan.d_vars);
+        if let Some((_, ema)) = &self.gan.ema {
+            add("ema", ema);
+        }
+        tensors.extend(
+            self.opt_g
+                .state()
+                .into_iter()
+                .map(|(k, t)| (format!("opt_g.{k}"), t)),
+        );
+        tensors.extend(
+            self.opt_d
+                .state()
+                .into_iter()
+                .map(|(k, t)| (format!("opt_d.{k}"), t)),
+        );
+        let mut meta = HashMap::new();
+        meta.insert(
+            "mpoxscreen.gan_state".to_string(),
+            serde_json::to_string(&self.state).expect("state serialises"),
+        );
+        meta.insert(
+            "mpoxscreen.gan_size".to_string(),
+            self.config.size.to_string(),
+        );
+        let path = self.out.join(files::CHECKPOINT);
+        crate::atomic::write_atomic_with(&path, |tmp| {
+            safetensors::tensor::serialize_to_file(
+                tensors.iter().map(|(k, t)| (k.as_str(), t)),
+                Some(meta),
+                tmp,
+            )
+            .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))
+        })
+    }
+
+    fn restore(&mut self, path: &Path) -> Result<()> {
+        let (tensors, meta) = read_checkpoint(path, &self.device)?;
+        let state: GanState = serde_json::from_str(
+            meta.get("mpoxscreen.gan_state")
+                .ok_or_else(|| Error::Invalid(format!("{}: no GAN state", path.display())))?,
+        )
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        if state.identity != self.state.identity {
+            return Err(Error::Invalid(format!(
+                "{} was made with other settings or data; resume with the same ones.\n  checkpoint: {}\n  now:        {}",
+                path.display(),
+                state.identity,
+                self.state.identity
+            )));
+        }
+        load_prefixed(&tensors, "g", &self.gan.g_vars)?;
+        load_prefixed(&tensors, "d", &self.gan.d_vars)?;
+        if let Some((_, ema)) = &self.gan.ema {
+            load_prefixed(&tensors, "ema", ema)?;
+        }
+        let strip = |prefix: &str| -> HashMap<String, Tensor> {
+            tensors
+                .iter()
+                .filter_map(|(k, t)| k.strip_prefix(prefix).map(|k| (k.to_string(), t.clone())))
+                .collect()
+        };
+        let steps = state.step as u64;
+        self.opt_g.load_state(&strip("opt_g."), steps)?;
+        self.opt_d.load_state(&strip("opt_d."), steps)?;
+        self.state = state;
+        Ok(())
+    }
+}
+
+/// Tensors and metadata of a GAN checkpoint.
+pub fn read_checkpoint(
+    path: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::Invalid(format!("{}: not a GAN checkpoint: {e}", path.display())))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if !meta.contains_key("mpoxscreen.gan_state") {
+        return Err(Error::Invalid(format!(
+            "{}: not a GAN checkpoint",
+            path.display()
+        )));
+    }
+    Ok((candle_core::safetensors::load_buffer(&bytes, device)?, meta))
+}
+
+/// Copies `prefix.<name>` tensors into the same-named variables.
+pub fn load_prefixed(
+    tensors: &HashMap<String, Tensor>,
+    prefix: &str,
+    vars: &candle_nn::VarMap,
+) -> Result<()> {
+    for (name, var) in vars.data().lock().expect("varmap lock").iter() {
+        let key = format!("{prefix}.{name}");
+        let t = tensors
+            .get(&key)
+            .ok_or_else(|| Error::Invalid(format!("checkpoint lacks {key}")))?;
+        if t.dims() != var.dims() {
+            return Err(Error::Invalid(format!(
+                "checkpoint tensor {key} has the wrong shape"
+            )));
+        }
+        var.set(t)?;
+    }
+    Ok(())
+}
+
+/// For `gan eval`: the training photos of `class` (what the generator saw) and the held-out ones
+/// (the fold's test and validation photos; without a split, every photo is "training").
+pub fn train_and_held_out(
+    root: &Path,
+    class: &str,
+    split: Option<&Path>,
+    fold: Option<usize>,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    match (split, fold) {
+        (Some(path), Some(fold)) => {
+            let training = gan_data(root, class, Some((path, fold)))?.photos;
+            let m = SplitManifest::load(path)?;
+            let held = m
+                .items
+                .iter()
+                .filter(|i| i.class == class && !training.contains(&m.path_of(i)))
+                .map(|i| m.path_of(i))
+                .collect();
+            Ok((training, held))
+        }
+        (None, None) => Err(Error::Invalid(
+            "the generator was trained on every photo of its class: no held-out photos to compare with (train it with --split/--fold)".into(),
+        )),
+        _ => Err(Error::Invalid(
+            "pass the --split the generator was trained with".into(),
+        )),
+    }
+}
