@@ -3,6 +3,7 @@
 //!
 //! The `mpox-trainer` binary only parses arguments and calls into these modules.
 
+pub mod ablate;
 pub mod atomic;
 pub mod audit;
 pub mod calibration;

@@ -368,6 +368,83 @@ pub fn confusion_heatmap(
     })
 }
 
+/// Grouped bars with error bars: for each metric (x groups), one bar per arm (`mean ± std`).
+/// Used for the ablation's comparison of training-data variants.
+pub fn grouped_bars(
+    path: &Path,
+    title: &str,
+    metrics: &[&str],
+    arms: &[(&str, Vec<(f64, f64)>)],
+) -> Result<()> {
+    if arms.iter().any(|(_, v)| v.len() != metrics.len()) {
+        return Err(Error::Invalid(
+            "every arm needs one (mean, std) per metric".into(),
+        ));
+    }
+    let k = arms.len().max(1) as f64;
+    render(path, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 26))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5f64..metrics.len() as f64 - 0.5, 0f64..1.05)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(metrics.len())
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < metrics.len() {
+                    metrics[i as usize].to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("mean ± std over folds")
+            .label_style((FAMILY, 16))
+            .axis_desc_style((FAMILY, 18))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        let width = 0.8 / k;
+        for (a, (name, values)) in arms.iter().enumerate() {
+            let colour = COLOURS[a % COLOURS.len()];
+            let x0 = |m: usize| m as f64 - 0.4 + a as f64 * width;
+            chart
+                .draw_series(values.iter().enumerate().map(|(m, (mean, _))| {
+                    Rectangle::new(
+                        [(x0(m), 0.0), (x0(m) + width * 0.9, mean.max(0.0))],
+                        colour.filled(),
+                    )
+                }))
+                .map_err(|e| plot_err(path, e))?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 16, y + 6)], colour.filled())
+                });
+            chart
+                .draw_series(values.iter().enumerate().map(|(m, (mean, std))| {
+                    let x = x0(m) + width * 0.45;
+                    PathElement::new(
+                        vec![(x, (mean - std).max(0.0)), (x, (mean + std).min(1.05))],
+                        BLACK.stroke_width(2),
+                    )
+                }))
+                .map_err(|e| plot_err(path, e))?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FAMILY, 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| plot_err(path, e))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub enum GanCommand {
     Eval(EvalArgs),
 }
 
+/// Arguments of `gan train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// ImageFolder dataset.
@@ -32,33 +33,8 @@ pub struct TrainArgs {
     /// Fold whose test (and validation) photos are left out.
     #[arg(long, requires = "split")]
     fold: Option<usize>,
-    /// Image side: 64 (the paper) or 128.
-    #[arg(long, default_value_t = 64)]
-    size: usize,
-    /// Training steps.
-    #[arg(long, default_value_t = 2000)]
-    steps: usize,
-    /// Images per step.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    /// Loss: bce (the paper's) or hinge.
-    #[arg(long, default_value = "bce")]
-    loss: String,
-    /// DiffAugment policy on real and generated images before D: none, or a comma list of colour, translation, cutout.
-    #[arg(long, default_value = "none")]
-    diffaug: String,
-    /// Keep an exponential moving average of the generator with this decay (e.g. 0.999) and sample from it.
-    #[arg(long)]
-    ema: Option<f64>,
-    /// Learning rate of both networks.
-    #[arg(long, default_value_t = 2e-4)]
-    lr: f64,
-    /// Seed of initialisation, noise and batches.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// A sample grid, plots and a checkpoint every this many steps.
-    #[arg(long, default_value_t = 100)]
-    every: usize,
+    #[command(flatten)]
+    gan: GanOptions,
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     resume: bool,
@@ -73,13 +49,46 @@ pub struct TrainArgs {
     out: PathBuf,
 }
 
-impl TrainArgs {
-    fn config(&self) -> anyhow::Result<GanConfig> {
-        let mut c = GanConfig::dcgan(self.steps);
+/// GAN settings shared by `gan train` and `ablate`.
+#[derive(Args, Debug, Clone)]
+pub struct GanOptions {
+    /// Image side: 64 (the paper) or 128.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Training steps.
+    #[arg(long, visible_alias = "steps", default_value_t = 2000)]
+    gan_steps: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    gan_batch_size: usize,
+    /// Loss: bce (the paper's) or hinge.
+    #[arg(long, default_value = "bce")]
+    loss: String,
+    /// DiffAugment policy on real and generated images before D: none, or a comma list of colour, translation, cutout.
+    #[arg(long, default_value = "none")]
+    diffaug: String,
+    /// Keep an exponential moving average of the generator with this decay (e.g. 0.999) and sample from it.
+    #[arg(long)]
+    ema: Option<f64>,
+    /// Learning rate of both networks.
+    #[arg(long, default_value_t = 2e-4)]
+    gan_lr: f64,
+    /// Seed of initialisation, noise and batches.
+    #[arg(long, default_value_t = 0)]
+    gan_seed: u64,
+    /// A sample grid, plots and a checkpoint every this many steps.
+    #[arg(long, default_value_t = 100)]
+    every: usize,
+}
+
+impl GanOptions {
+    /// The validated GAN configuration.
+    pub fn config(&self) -> anyhow::Result<GanConfig> {
+        let mut c = GanConfig::dcgan(self.gan_steps);
         c.size = self.size;
-        c.batch_size = self.batch_size;
-        c.lr = self.lr;
-        c.seed = self.seed;
+        c.batch_size = self.gan_batch_size;
+        c.lr = self.gan_lr;
+        c.seed = self.gan_seed;
         c.every = self.every;
         c.ema = self.ema;
         c.loss = match self.loss.as_str() {
@@ -116,6 +125,7 @@ fn parse_policy(s: &str) -> anyhow::Result<Policy> {
     Ok(p)
 }
 
+/// Arguments of `gan sample`.
 #[derive(Args, Debug)]
 pub struct SampleArgs {
     /// GAN checkpoint (gan.safetensors).
@@ -132,6 +142,8 @@ pub struct SampleArgs {
     out: PathBuf,
 }
 
+/// Arguments of `eval`.
+/// Arguments of `gan eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Folder of generated photos (with its manifest).
@@ -156,7 +168,7 @@ pub struct EvalArgs {
 pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         GanCommand::Train(a) => {
-            let config = a.config()?;
+            let config = a.gan.config()?;
             let device = mpox_trainer::device(&a.device)?;
             let data = gan_data(&a.data, &a.class, a.split.as_deref().zip(a.fold))?;
             eprintln!(

@@ -1,3 +1,6 @@
-//! Subcommand groups of the command line.
+//! The subcommands, grouped by what they work on; `main.rs` only parses and dispatches.
 
+pub mod data;
 pub mod gan;
+pub mod model;
+pub mod train;

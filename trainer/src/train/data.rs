@@ -55,7 +55,7 @@ pub struct DataSource {
     pub seed: u64,
     /// Extra synthetic training photos: a folder of generated images with its manifest.
     pub synthetic: Option<PathBuf>,
-    /// Synthetic photos per real training photo (the rest of the folder is left out).
+    /// Synthetic photos per real training photo of their label (the rest of the folder is unused).
     pub synthetic_ratio: f64,
 }
 
@@ -173,7 +173,8 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
             .iter()
             .position(|l| *l == label)
             .expect("label checked above");
-        let extra = load_synthetic(dir, &manifest, src.synthetic_ratio, train.len())?;
+        let same_label = train.iter().filter(|s| s.label == label_index).count();
+        let extra = load_synthetic(dir, &manifest, src.synthetic_ratio, same_label)?;
         train.extend(
             extra
                 .into_par_iter()
