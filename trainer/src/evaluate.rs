@@ -43,6 +43,10 @@ pub struct EvalReport {
     /// Binary metrics (positive label vs the rest) at the model's threshold.
     #[serde(flatten)]
     pub binary: BinaryMetrics,
+    /// The same binary metrics at p ≥ 0.5 (the argmax of a two-class model), for comparison with
+    /// papers that report accuracy without an operating point.
+    #[serde(default)]
+    pub at_half: Option<BinaryMetrics>,
     /// Multi-class confusion matrix (rows true, columns argmax).
     pub confusion_matrix: Vec<Vec<usize>>,
     /// ROC curve of the positive label.
@@ -144,6 +148,7 @@ pub fn evaluate(
     let probs: Vec<f64> = items.iter().map(|s| s.probabilities[pos]).collect();
     let truth: Vec<bool> = items.iter().map(|s| s.truth == pos).collect();
     let binary = metrics::binary_metrics(&probs, &truth, f64::from(meta.threshold))?;
+    let at_half = Some(metrics::binary_metrics(&probs, &truth, 0.5)?);
     let confusion_matrix = metrics::confusion_matrix(
         &items.iter().map(|s| s.truth).collect::<Vec<_>>(),
         &items
@@ -173,6 +178,7 @@ pub fn evaluate(
         labels: meta.labels.clone(),
         positive_label: meta.positive_label.clone(),
         binary,
+        at_half,
         confusion_matrix,
         roc,
         reliability,
@@ -194,9 +200,13 @@ pub const HEADLINE: [&str; 7] = [
 ];
 
 impl EvalReport {
-    /// The headline metrics as `(name, value)`.
+    /// The headline metrics as `(name, value)`, at the model's operating point.
     pub fn headline(&self) -> [(&'static str, f64); 7] {
-        let b = &self.binary;
+        Self::headline_of(&self.binary)
+    }
+
+    /// The headline metrics of one set of binary metrics.
+    pub fn headline_of(b: &BinaryMetrics) -> [(&'static str, f64); 7] {
         [
             ("accuracy", b.accuracy),
             ("precision", b.precision),
@@ -228,8 +238,11 @@ impl EvalReport {
              | metric | value |\n|---|---|\n",
             self.model_id, self.arch, b.n, b.positives, self.positive_label, b.threshold
         );
-        for (k, v) in self.headline() {
-            md.push_str(&format!("| {k} | {v:.3} |\n"));
+        let half = self.at_half.as_ref().map(Self::headline_of);
+        md = md.replace("| metric | value |\n|---|---|\n", "| metric | at the threshold | at p ≥ 0.5 |\n|---|---|---|\n");
+        for (i, (k, v)) in self.headline().iter().enumerate() {
+            let h = half.map_or("n/a".to_string(), |h| format!("{:.3}", h[i].1));
+            md.push_str(&format!("| {k} | {v:.3} | {h} |\n"));
         }
         let c = &b.confusion;
         md.push_str(&format!(
@@ -281,15 +294,19 @@ impl EvalReport {
     }
 }
 
-/// `mean ± std` of each headline metric over folds, skipping NaNs.
-pub fn aggregate(reports: &[EvalReport]) -> Vec<(&'static str, f64, f64)> {
+/// `mean ± std` of each headline metric over folds, skipping NaNs; with `at_half`, of the
+/// metrics at p ≥ 0.5 instead of at the operating point.
+pub fn aggregate(reports: &[EvalReport], at_half: bool) -> Vec<(&'static str, f64, f64)> {
     HEADLINE
         .iter()
         .enumerate()
         .map(|(k, name)| {
             let values: Vec<f64> = reports
                 .iter()
-                .map(|r| r.headline()[k].1)
+                .filter_map(|r| {
+                    let b = if at_half { r.at_half.as_ref()? } else { &r.binary };
+                    Some(EvalReport::headline_of(b)[k].1)
+                })
                 .filter(|v| v.is_finite())
                 .collect();
             let (m, s) = metrics::mean_std(&values);
