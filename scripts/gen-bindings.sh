@@ -11,8 +11,7 @@
 # (exit 1) when a committed file is stale: scripts/test-bindings.sh runs it, so CI fails then.
 #
 # usage: scripts/gen-bindings.sh [--check] [--no-build] [--lib PATH_TO_libmpoxscreen.so]
-#   --no-build: use the library and target/release/uniffi-bindgen as already built (e.g. by
-#               `cargo build --release -p mpox-bindings -p uniffi-bindgen`)
+#   --no-build: use the library (target/release) and target/fast/uniffi-bindgen as already built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -31,16 +30,18 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$build" = 1 ]; then
-    # The same build as CI and scripts/test-bindings.sh: any narrower package selection resolves
-    # features differently and recompiles tract (minutes) for nothing.
-    cargo build --release --workspace --all-targets
+    # The same builds as CI (scripts/test): the workspace in release without the bindgen CLI
+    # (whose `cli` feature would otherwise be unified into the library's uniffi), and the CLI
+    # alone, unoptimised: it only writes source files.
+    cargo build --release --workspace --all-targets --exclude uniffi-bindgen
+    cargo build --profile fast -p uniffi-bindgen
 fi
 if [ -z "$lib" ]; then
     ext=so
     [ "$(uname -s)" = Darwin ] && ext=dylib
     lib="$root/target/release/libmpoxscreen.$ext"
 fi
-bindgen="$root/target/release/uniffi-bindgen"
+bindgen="$root/target/fast/uniffi-bindgen"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -35,10 +35,12 @@ step "build (release)"
 # (for work on the bindings while the trainer crate does not compile; that feature set differs
 # from the workspace's, so the first such build recompiles tract once).
 if [ -z "${MPOX_TRAINER:-}" ]; then
-    cargo build --release --workspace --all-targets
+    cargo build --release --workspace --all-targets --exclude uniffi-bindgen
 else
-    cargo build --release -p mpox-bindings -p uniffi-bindgen --lib --bins --examples
+    cargo build --release -p mpox-bindings --lib --examples
 fi
+# The bindgen CLI only writes source files: unoptimised is plenty, and much quicker to build.
+cargo build --profile fast -p uniffi-bindgen
 lib="$root/target/release/libmpoxscreen.so"
 
 step "generated bindings are up to date"
@@ -92,9 +94,11 @@ if [ "$skip_mobile" = 0 ]; then
             *android*) extra=("CFLAGS_$t=--target=aarch64-linux-android24") ;;
             *ios*) extra=("CFLAGS_$t=--target=arm64-apple-ios13.0" SDKROOT="$root/target/apple-sdk-stub") ;;
         esac
+        # Unoptimised (profile `fast`): this checks that the library compiles and links into a
+        # staticlib for the phone; optimised release builds for apps are in android/ and ios/.
         env "CC_$t=clang" "AR_$t=llvm-ar" "${extra[@]}" \
-            cargo rustc --release -p mpox-bindings --lib --target "$target" --crate-type staticlib
-        a="$root/target/$target/release/libmpoxscreen.a"
+            cargo rustc --profile fast -p mpox-bindings --lib --target "$target" --crate-type staticlib
+        a="$root/target/$target/fast/libmpoxscreen.a"
         echo "$target: built $a ($(stat -c %s "$a") bytes)"
     done
 fi

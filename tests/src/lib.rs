@@ -124,3 +124,27 @@ pub fn jpeg(img: &RgbImage, q: u8) -> Vec<u8> {
         .unwrap();
     out
 }
+
+/// Largest absolute element-wise difference of two tensors of the same shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("tensor arithmetic")
+}
+
+/// Asserts that two safetensors files hold the same tensors, bit for bit.
+pub fn assert_identical_safetensors(a: &Path, b: &Path) {
+    let load =
+        |p: &Path| candle_core::safetensors::load(p, &Device::Cpu).expect("readable safetensors");
+    let (ta, tb) = (load(a), load(b));
+    assert_eq!(ta.len(), tb.len(), "different tensor counts");
+    for (name, t) in &ta {
+        let other = tb
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from {}", b.display()));
+        assert_eq!(max_abs_diff(t, other), 0.0, "{name} differs");
+    }
+}

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use candle_core::Device;
-use mpox_e2e::temp_dir;
+use mpox_e2e::{assert_identical_safetensors, temp_dir};
 use mpox_trainer::gan::diffaug::Policy;
 use mpox_trainer::gan::train::{gan_data, GanConfig, GanRun, Loss};
 use mpox_trainer::split::{split, SplitConfig};
@@ -81,21 +81,10 @@ fn a_resumed_run_continues_identically() {
     assert_eq!(b.state().step, 2);
     b.train(None, false).unwrap();
     assert_eq!(a.state().history, b.state().history);
-    let load =
-        |p: &Path| candle_core::safetensors::load(p.join("gan.safetensors"), &Device::Cpu).unwrap();
-    let (ta, tb) = (load(&dir.join("a")), load(&dir.join("b")));
-    assert_eq!(ta.len(), tb.len());
-    for (k, t) in &ta {
-        let d = (t - &tb[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{k} differs");
-    }
+    assert_identical_safetensors(
+        &dir.join("a/gan.safetensors"),
+        &dir.join("b/gan.safetensors"),
+    );
     assert_eq!(
         std::fs::read(dir.join("a/log.csv")).unwrap(),
         std::fs::read(dir.join("b/log.csv")).unwrap()

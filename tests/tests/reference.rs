@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
-use mpox_e2e::{export, shared};
+use mpox_e2e::{export, max_abs_diff, shared};
 use mpox_sdk::{Screener, ScreenerOptions};
 use mpox_trainer::models::{Arch, Network};
 
@@ -18,17 +18,14 @@ fn expected() -> Option<HashMap<String, Tensor>> {
 
 /// Largest |a − b| relative to max(1, largest |b|).
 fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let diff = (a - b)
-        .unwrap()
+    let scale = b
         .abs()
         .unwrap()
-        .flatten_all()
+        .max_all()
         .unwrap()
-        .max(0)
+        .to_scalar::<f32>()
         .unwrap();
-    let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap().max(1.0)
+    max_abs_diff(a, b) / scale.max(1.0)
 }
 
 fn sdk_logits(net: &Network, input: &Tensor) -> Tensor {

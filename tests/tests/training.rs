@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use candle_core::Device;
-use mpox_e2e::temp_dir;
+use mpox_e2e::{assert_identical_safetensors, temp_dir};
 use mpox_sdk::{Screener, ScreenerOptions};
 use mpox_trainer::models::Arch;
 use mpox_trainer::train::data::DataSource;
@@ -138,25 +138,7 @@ fn an_interrupted_run_resumes_to_the_same_state() {
         strip(&b.history),
         "per-epoch figures differ"
     );
-    let load =
-        |p: &Path| candle_core::safetensors::load(p.join(files::LAST), &Device::Cpu).unwrap();
-    let (ta, tb) = (load(&straight), load(&resumed));
-    assert_eq!(ta.len(), tb.len());
-    for (name, t) in &ta {
-        let d = (t - &tb[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        assert_eq!(
-            d.to_scalar::<f32>().unwrap(),
-            0.0,
-            "{name} differs after resume"
-        );
-    }
+    assert_identical_safetensors(&straight.join(files::LAST), &resumed.join(files::LAST));
     // Resuming with other settings is refused.
     let mut other = config.clone();
     other.lr = 5e-4;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
-use mpox_e2e::{random_network, temp_dir};
+use mpox_e2e::{max_abs_diff, random_network, temp_dir};
 use mpox_trainer::models::{Arch, Network};
 use mpox_trainer::Error;
 
@@ -51,15 +51,7 @@ fn resnet18_weights_round_trip_through_a_torchvision_named_file() {
     let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
     let fa = Network::pool(&a.features(&x, false).unwrap()).unwrap();
     let fb = Network::pool(&b.features(&x, false).unwrap()).unwrap();
-    let diff = (fa - fb)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert_eq!(diff, 0.0);
+    assert_eq!(max_abs_diff(&fa, &fb), 0.0);
 }
 
 #[test]

@@ -239,7 +239,10 @@ impl EvalReport {
             self.model_id, self.arch, b.n, b.positives, self.positive_label, b.threshold
         );
         let half = self.at_half.as_ref().map(Self::headline_of);
-        md = md.replace("| metric | value |\n|---|---|\n", "| metric | at the threshold | at p ≥ 0.5 |\n|---|---|---|\n");
+        md = md.replace(
+            "| metric | value |\n|---|---|\n",
+            "| metric | at the threshold | at p ≥ 0.5 |\n|---|---|---|\n",
+        );
         for (i, (k, v)) in self.headline().iter().enumerate() {
             let h = half.map_or("n/a".to_string(), |h| format!("{:.3}", h[i].1));
             md.push_str(&format!("| {k} | {v:.3} | {h} |\n"));
@@ -304,7 +307,11 @@ pub fn aggregate(reports: &[EvalReport], at_half: bool) -> Vec<(&'static str, f6
             let values: Vec<f64> = reports
                 .iter()
                 .filter_map(|r| {
-                    let b = if at_half { r.at_half.as_ref()? } else { &r.binary };
+                    let b = if at_half {
+                        r.at_half.as_ref()?
+                    } else {
+                        &r.binary
+                    };
                     Some(EvalReport::headline_of(b)[k].1)
                 })
                 .filter(|v| v.is_finite())

@@ -1,22 +1,9 @@
 //! Element-wise activations with their gradients in one sweep each way (candle builds ReLU6 and
 //! LeakyReLU from several broadcast ops, each with its own backward pass).
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => bail!("activation: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("activation: {what} must be contiguous"),
-    }
-}
-
-fn on_cpu(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
+use super::{cpu_slice, on_cpu};
 
 /// An activation `f` with derivative `df`, both of the input.
 #[derive(Clone, Copy)]
@@ -67,7 +54,7 @@ impl CustomOp1 for Act {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, "input")?;
+        let x = cpu_slice(s, l, "activation", "input")?;
         let y: Vec<f32> = x.iter().map(|&v| self.0.f(v)).collect();
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -93,8 +80,8 @@ impl CustomOp2 for ActGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "input")?;
-        let g = slice(s2, l2, "gradient")?;
+        let x = cpu_slice(s1, l1, "activation", "input")?;
+        let g = cpu_slice(s2, l2, "activation", "gradient")?;
         let out: Vec<f32> = x.iter().zip(g).map(|(&v, &g)| g * self.0.df(v)).collect();
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -4,23 +4,14 @@
 //! MobileNetV2 training step they took most of the time, ahead of the convolutions. Here the
 //! forward pass is one sweep over the data and the backward pass uses the closed-form gradient.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => bail!("batch norm: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("batch norm: {what} must be contiguous"),
-    }
-}
+use super::{cpu_slice, on_cpu};
 
 /// Per-channel mean and biased variance of `x [N, C, H, W]` as a `[2, C]` tensor (no gradient).
 pub fn channel_stats(x: &Tensor) -> Result<Tensor> {
-    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+    if !on_cpu(x) {
         let x = x.detach();
         let mean = x.mean_keepdim((0, 2, 3))?;
         let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
@@ -37,7 +28,7 @@ impl CustomOp1 for ChannelStats {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, "input")?;
+        let x = cpu_slice(s, l, "batch norm", "input")?;
         let (n, c, h, w) = l.shape().dims4()?;
         let plane = h * w;
         let count = (n * plane) as f64;
@@ -74,7 +65,7 @@ impl CustomOp1 for ChannelStats {
 /// includes their dependence on `x`, and μ, σ² themselves receive none. Otherwise they are constants
 /// (running statistics, evaluation). The gradient of `params` has zero rows for μ and σ².
 pub fn batch_norm(x: &Tensor, params: &Tensor, eps: f64, batch_stats: bool) -> Result<Tensor> {
-    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+    if !on_cpu(x) {
         let c = x.dim(1)?;
         let p = |i: usize| params.get(i)?.reshape((1, c, 1, 1));
         let (g, b, m, v) = (p(0)?, p(1)?, p(2)?, p(3)?);
@@ -103,8 +94,8 @@ impl CustomOp2 for BatchNormOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "input")?;
-        let p = slice(s2, l2, "params")?;
+        let x = cpu_slice(s1, l1, "batch norm", "input")?;
+        let p = cpu_slice(s2, l2, "batch norm", "params")?;
         let (_, c, h, w) = l1.shape().dims4()?;
         if l2.shape().dims() != [4, c] {
             bail!("batch norm: params {:?}, expected [4, {c}]", l2.shape());
@@ -161,8 +152,8 @@ impl CustomOp2 for BatchNormGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "input")?;
-        let dy = slice(s2, l2, "gradient")?;
+        let x = cpu_slice(s1, l1, "batch norm", "input")?;
+        let dy = cpu_slice(s2, l2, "batch norm", "gradient")?;
         let p = &self.params;
         let (n, c, h, w) = l1.shape().dims4()?;
         let total = n * c * h * w;

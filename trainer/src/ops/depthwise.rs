@@ -4,15 +4,17 @@
 //! depthwise layers about ten times slower than they need to be. This op computes them directly,
 //! plane by plane in parallel, with hand-written gradients for input and weight.
 
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{cpu_slice, on_cpu, valid_range};
 
 /// Depthwise convolution of `x [N, C, H, W]` with `w [C, 1, k, k]`.
 ///
 /// Uses the direct CPU kernel on CPU tensors and candle's grouped `conv2d` elsewhere (CUDA), so the
 /// same model code runs on both.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if on_cpu(x) {
         x.apply_op2(w, DepthwiseConv { stride, padding })
     } else {
         let channels = x.dim(1)?;
@@ -65,29 +67,6 @@ impl Geometry {
     }
 }
 
-/// Range of output positions `o` with `0 <= o·s + kk − p < len`.
-fn valid_range(kk: usize, s: usize, p: usize, len: usize, out: usize) -> std::ops::Range<usize> {
-    let lo = if kk >= p { 0 } else { (p - kk).div_ceil(s) };
-    // o·s + kk − p <= len − 1  <=>  o <= (len − 1 + p − kk) / s
-    let hi = if len + p > kk {
-        ((len - 1 + p - kk) / s + 1).min(out)
-    } else {
-        0
-    };
-    lo..hi.max(lo)
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => bail!("depthwise conv: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("depthwise conv: {what} must be contiguous"),
-    }
-}
-
 fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
 }
@@ -109,8 +88,8 @@ impl CustomOp2 for DepthwiseConv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "input")?;
-        let wt = contiguous(s2, l2, "weight")?;
+        let x = cpu_slice(s1, l1, "depthwise conv", "input")?;
+        let wt = cpu_slice(s2, l2, "depthwise conv", "weight")?;
         let (c_w, one, k, k2) = dims4(l2)?;
         let g = Geometry::new(dims4(l1)?, k, self.stride, self.padding)?;
         if c_w != g.c || one != 1 || k != k2 {
@@ -205,8 +184,8 @@ impl CustomOp2 for InputGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let gy = contiguous(s1, l1, "gradient")?;
-        let wt = contiguous(s2, l2, "weight")?;
+        let gy = cpu_slice(s1, l1, "depthwise conv", "gradient")?;
+        let wt = cpu_slice(s2, l2, "depthwise conv", "weight")?;
         let (n, c, oh, ow) = dims4(l1)?;
         let (_, _, k, _) = dims4(l2)?;
         let g = Geometry::new((n, c, self.h, self.w), k, self.stride, self.padding)?;
@@ -259,8 +238,8 @@ impl CustomOp2 for WeightGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "input")?;
-        let gy = contiguous(s2, l2, "gradient")?;
+        let x = cpu_slice(s1, l1, "depthwise conv", "input")?;
+        let gy = cpu_slice(s2, l2, "depthwise conv", "gradient")?;
         let k = self.k;
         let g = Geometry::new(dims4(l1)?, k, self.stride, self.padding)?;
         let mut gw = vec![0f32; g.c * k * k];
@@ -398,13 +377,5 @@ mod tests {
             }
         }
         Ok(())
-    }
-
-    #[test]
-    fn valid_ranges() {
-        // w = 5, p = 1, s = 2, k = 3 -> ow = 3; kx = 0 reaches column -1 at ox = 0.
-        assert_eq!(valid_range(0, 2, 1, 5, 3), 1..3);
-        assert_eq!(valid_range(1, 2, 1, 5, 3), 0..3);
-        assert_eq!(valid_range(2, 2, 1, 5, 3), 0..2);
     }
 }

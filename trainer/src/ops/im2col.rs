@@ -5,8 +5,10 @@
 //! two memory-bound reshuffles, `im2col` and its adjoint `col2im` (each is the other's gradient),
 //! and everything arithmetic is a matrix product, whose gradient candle already computes with gemm.
 
-use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{cpu_slice, on_cpu, valid_range};
 
 /// Geometry of a square-kernel convolution over an `h`×`w` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,28 +38,9 @@ impl Window {
         })
     }
 
-    /// For kernel offset `kk` along an axis of length `len` with `out` outputs: the outputs
-    /// whose input position `o·s + kk − p` is inside `0..len`.
+    /// Outputs along an axis whose tap `kk` reads inside it.
     fn valid(&self, kk: usize, len: usize, out: usize) -> std::ops::Range<usize> {
-        let (s, p) = (self.stride, self.padding);
-        let lo = if kk >= p { 0 } else { (p - kk).div_ceil(s) };
-        let hi = if len + p > kk {
-            ((len - 1 + p - kk) / s + 1).min(out)
-        } else {
-            0
-        };
-        lo..hi.max(lo)
-    }
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => bail!("im2col: only f32 is supported"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("im2col: input must be contiguous"),
+        valid_range(kk, self.stride, self.padding, len, out)
     }
 }
 
@@ -73,7 +56,7 @@ impl CustomOp1 for Im2Col {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l)?;
+        let x = cpu_slice(s, l, "im2col", "input")?;
         let (n, c, h, w) = l.shape().dims4()?;
         let g = self.0;
         if (h, w) != (g.h, g.w) {
@@ -125,7 +108,7 @@ impl CustomOp1 for Col2Im {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let cols = contiguous(s, l)?;
+        let cols = cpu_slice(s, l, "im2col", "input")?;
         let (ckk, nl) = l.shape().dims2()?;
         let g = self.0;
         let n = self.1;
@@ -208,15 +191,11 @@ pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     batch_first(&y, n, h, wd)
 }
 
-fn cpu_f32(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
-
 /// Dense `conv2d(x [N, C, H, W], w [O, C, k, k])`, stride and zero padding, no dilation or groups.
 ///
 /// On the CPU it runs as im2col + gemm (fast in both directions); elsewhere it is candle's conv2d.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if !cpu_f32(x) {
+    if !on_cpu(x) {
         return x.conv2d(w, padding, stride, 1, 1);
     }
     let (n, c, h, wd) = x.dims4()?;
@@ -237,7 +216,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
 /// `conv_transpose2d(x [N, C, H, W], w [C, O, k, k])` (PyTorch layout), stride and padding,
 /// no output padding: the output side is `(H − 1)·s − 2p + k`.
 pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if !cpu_f32(x) {
+    if !on_cpu(x) {
         return x.conv_transpose2d(w, padding, 0, stride, 1);
     }
     let (n, c, h, wd) = x.dims4()?;

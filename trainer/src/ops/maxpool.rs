@@ -4,8 +4,10 @@
 //! each output's gradient to the first maximum of its window (as PyTorch does); on other devices
 //! the pool is the element-wise maximum of its k·k strided views, whose gradient candle knows.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{cpu_slice, on_cpu};
 
 /// `MaxPool2d(kernel, stride, padding)` over `x [N, C, H, W]`, padding with −∞ as PyTorch does.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
@@ -13,7 +15,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     if stride == 0 || kernel == 0 || h + 2 * padding < kernel || w + 2 * padding < kernel {
         bail!("max pool {kernel}/{stride}/{padding} does not fit a {h}x{w} input");
     }
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if on_cpu(x) {
         x.contiguous()?.apply_op1(Pool {
             kernel,
             stride,
@@ -54,24 +56,13 @@ impl Pool {
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => bail!("max pool: only f32 is supported"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("max pool: input must be contiguous"),
-    }
-}
-
 impl CustomOp1 for Pool {
     fn name(&self) -> &'static str {
         "max-pool2d"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l)?;
+        let x = cpu_slice(s, l, "max pool", "input")?;
         let (n, c, h, w) = l.shape().dims4()?;
         let (oh, ow) = (self.out(h), self.out(w));
         let mut y = vec![0f32; n * c * oh * ow];
@@ -108,8 +99,8 @@ impl CustomOp2 for PoolGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1)?;
-        let g = slice(s2, l2)?;
+        let x = cpu_slice(s1, l1, "max pool", "input")?;
+        let g = cpu_slice(s2, l2, "max pool", "input")?;
         let (n, c, h, w) = l1.shape().dims4()?;
         let (oh, ow) = (self.0.out(h), self.0.out(w));
         let mut gx = vec![0f32; n * c * h * w];

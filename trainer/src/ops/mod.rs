@@ -11,3 +11,46 @@ pub use batchnorm::{batch_norm, channel_stats};
 pub use depthwise::depthwise_conv2d;
 pub use im2col::{conv1x1, conv2d, conv_transpose2d};
 pub use maxpool::max_pool2d;
+
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+
+/// The f32 values of a contiguous CPU tensor's storage (the CPU kernels here read nothing else).
+fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => bail!("{op}: {what} must be f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// Whether a tensor can go to the CPU kernels (else the ops fall back to candle's own).
+fn on_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// For a sliding window with stride `s` and zero padding `p` over an axis of length `len` with
+/// `out` outputs: the outputs `o` whose tap `kk` reads inside the axis, `0 <= o·s + kk − p < len`.
+fn valid_range(kk: usize, s: usize, p: usize, len: usize, out: usize) -> std::ops::Range<usize> {
+    let lo = if kk >= p { 0 } else { (p - kk).div_ceil(s) };
+    // o·s + kk − p <= len − 1  <=>  o <= (len − 1 + p − kk) / s
+    let hi = if len + p > kk {
+        ((len - 1 + p - kk) / s + 1).min(out)
+    } else {
+        0
+    };
+    lo..hi.max(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn valid_ranges() {
+        // w = 5, p = 1, s = 2, k = 3 -> ow = 3; kx = 0 reaches column -1 at ox = 0.
+        assert_eq!(super::valid_range(0, 2, 1, 5, 3), 1..3);
+        assert_eq!(super::valid_range(1, 2, 1, 5, 3), 0..3);
+        assert_eq!(super::valid_range(2, 2, 1, 5, 3), 0..2);
+    }
+}
