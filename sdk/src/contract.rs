@@ -87,19 +87,25 @@ impl ModelMeta {
     pub fn to_props(&self) -> Vec<(String, String)> {
         let p = &self.preprocessing;
         let json = |v: serde_json::Value| v.to_string();
+        // f32 → f64 would print 0.485 as 0.48500001430511475; go through f32's shortest form.
+        let short = |v: &[f32]| -> Vec<f64> {
+            v.iter()
+                .map(|x| x.to_string().parse().unwrap_or(f64::from(*x)))
+                .collect()
+        };
         vec![
             (keys::FORMAT.into(), FORMAT_VERSION.to_string()),
             (keys::LABELS.into(), json(serde_json::json!(self.labels))),
             (keys::POSITIVE_LABEL.into(), self.positive_label.clone()),
             (keys::INPUT_SIZE.into(), p.input_size.to_string()),
             (keys::RESIZE.into(), p.resize.to_string()),
-            (keys::MEAN.into(), json(serde_json::json!(p.mean))),
-            (keys::STD.into(), json(serde_json::json!(p.std))),
+            (keys::MEAN.into(), json(serde_json::json!(short(&p.mean)))),
+            (keys::STD.into(), json(serde_json::json!(short(&p.std)))),
             (keys::TEMPERATURE.into(), self.temperature.to_string()),
             (keys::THRESHOLD.into(), self.threshold.to_string()),
             (
                 keys::UNCERTAIN_BAND.into(),
-                json(serde_json::json!(self.uncertain_band)),
+                json(serde_json::json!(short(&self.uncertain_band))),
             ),
             (keys::ARCH.into(), self.arch.clone()),
             (keys::TRAINER_VERSION.into(), self.trainer_version.clone()),
@@ -266,6 +272,14 @@ mod tests {
         let m = sample();
         assert_eq!(parse(&props(&m)).unwrap(), m);
         assert_eq!(m.positive_index(), 1);
+    }
+
+    #[test]
+    fn floats_are_written_as_people_wrote_them() {
+        let p = props(&sample());
+        let get = |k: &str| p.iter().find(|(key, _)| key == k).unwrap().1.clone();
+        assert_eq!(get(keys::MEAN), "[0.485,0.456,0.406]");
+        assert_eq!(get(keys::STD), "[0.229,0.224,0.225]");
     }
 
     #[test]

@@ -133,25 +133,37 @@ fn synthetic_photos_only_reach_the_training_part_of_their_own_fold() {
     .unwrap();
     assert!(m.synthetic && m.fold == Some(0) && m.files.len() == 6);
 
-    let source = |fold: usize, synthetic: &Path| DataSource {
+    let source_with = |fold: usize, synthetic: &Path, ratio: f64| DataSource {
         root: data_dir.clone(),
         split: Some((split_path.clone(), fold)),
         positive: None,
         seed: 0,
         synthetic: Some(synthetic.to_path_buf()),
-        synthetic_ratio: 1.0,
+        synthetic_ratio: ratio,
     };
+    let source = |fold: usize, synthetic: &Path| source_with(fold, synthetic, 10.0);
+    let is_synthetic = |s: &&data::Sample| s.path.starts_with(&samples);
     // Its own fold: the photos join training, labelled mpox, and nothing else changes.
     let run = data::load(&source(0, &samples), 128).unwrap();
-    let synthetic: Vec<_> = run
-        .train
-        .iter()
-        .filter(|s| s.path.starts_with(&samples))
-        .collect();
+    let synthetic: Vec<_> = run.train.iter().filter(is_synthetic).collect();
     assert_eq!(synthetic.len(), 6);
     assert!(synthetic.iter().all(|s| run.labels[s.label] == "mpox"));
     assert!(run.val.iter().all(|s| !s.path.starts_with(&samples)));
     assert!(run.test.iter().all(|p| !p.starts_with(&samples)));
+    // The ratio caps synthetic photos at a multiple of the real photos of their class in training.
+    let real_mpox = run
+        .train
+        .iter()
+        .filter(|s| !is_synthetic(s) && run.labels[s.label] == "mpox")
+        .count();
+    assert!(real_mpox >= 2, "{real_mpox}");
+    let capped = data::load(&source_with(0, &samples, 0.5), 128).unwrap();
+    let want = ((real_mpox as f64) * 0.5).round() as usize;
+    assert_eq!(
+        capped.train.iter().filter(is_synthetic).count(),
+        want.min(6)
+    );
+    assert_eq!(capped.train.len(), run.train.len() - 6 + want.min(6));
     // Another fold: refused (that generator may have seen this fold's test photos).
     let err = data::load(&source(1, &samples), 128).unwrap_err();
     assert!(err.to_string().contains("fold"), "{err}");

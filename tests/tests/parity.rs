@@ -74,10 +74,11 @@ fn mobilenet_v2_imagenet_weights() {
         &candle_core::Device::Cpu,
     )
     .unwrap();
-    net.load_weights(&shared.join("weights/mobilenet_v2_imagenet_features.safetensors"))
+    // The ImageNet features with torchvision's own seeded 2-class head (the PyTorch reference
+    // model): realistic logits. A random head scaled up ×50 instead makes the two logits large
+    // but mostly cancelling sums, and measured rel_diff 1.1e-5 there: f32 rounding of 1280
+    // features, not a graph difference.
+    net.load_checkpoint(&shared.join("reference/mobilenet_v2_2class.safetensors"))
         .unwrap();
-    // Scale the fresh head so the logits are not all near zero.
-    let var = net.varmap().data().lock().unwrap()["classifier.1.weight"].clone();
-    var.set(&(var.as_tensor() * 50.0).unwrap()).unwrap();
     check(&net, 224, "mobilenet_v2-imagenet-224");
 }

@@ -145,3 +145,41 @@ fn an_interrupted_run_resumes_to_the_same_state() {
     let err = fit(&other, &source(&data), &resumed, &Device::Cpu, &resume).unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err}");
 }
+
+#[test]
+fn a_finished_crossval_fold_is_read_back_not_retrained() {
+    use mpox_trainer::crossval::{crossval, CrossvalConfig};
+    let dir = temp_dir("crossval-resume");
+    let data = dir.join("data");
+    mpox_trainer::synthetic::write_dataset(&data, 30, 64, 11).unwrap();
+    let mut config = CrossvalConfig {
+        data: data.clone(),
+        split: None,
+        folds: 3,
+        split_seed: 0,
+        positive: Some("mpox".into()),
+        fit: tiny_config(1),
+        synthetic: None,
+        synthetic_ratio: 0.0,
+        only_folds: vec![0],
+    };
+    let out = dir.join("cv");
+    let first = crossval(&config, &out, &Device::Cpu, false).unwrap();
+    assert_eq!(first.folds, vec![0]);
+    // The saved report (its ROC starts at threshold +∞, written as null) must read back as it was.
+    let model = out.join("fold-0").join(files::MODEL);
+    let written = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let again = crossval(&config, &out, &Device::Cpu, false).unwrap();
+    assert_eq!(
+        std::fs::metadata(&model).unwrap().modified().unwrap(),
+        written
+    );
+    // NaN (std of one fold) compares unequal to itself; compare as JSON.
+    let json = |v: &Vec<(String, f64, f64)>| serde_json::to_string(v).unwrap();
+    assert_eq!(json(&first.mean_std), json(&again.mean_std));
+    assert_eq!(first.per_fold, again.per_fold);
+    // A fold the split does not have is refused by name.
+    config.only_folds = vec![3];
+    let err = crossval(&config, &out, &Device::Cpu, false).unwrap_err();
+    assert!(err.to_string().contains("fold 3"), "{err}");
+}

@@ -33,6 +33,8 @@ pub struct AblateConfig {
     pub synthetic_ratio: f64,
     /// ImageNet MobileNetV2 weights for the GAN's Fréchet distance and KID (optional).
     pub feature_weights: Option<PathBuf>,
+    /// Run only these folds (all when empty): a GAN per fold is the costly part.
+    pub only_folds: Vec<usize>,
 }
 
 /// The three arms' results.
@@ -86,6 +88,11 @@ fn gan_samples(
     for fold in 0..manifest.folds {
         let dir = out.join(format!("fold-{fold}"));
         let samples = dir.join("samples");
+        if !config.only_folds.is_empty() && !config.only_folds.contains(&fold) {
+            // Never read: crossval runs only the selected folds.
+            dirs.push(samples);
+            continue;
+        }
         if !samples.join(crate::gan::sample::MANIFEST).exists() {
             let data = gan_data(&config.data, &config.positive, Some((split, fold)))?;
             let ckpt = dir.join(crate::gan::train::files::CHECKPOINT);
@@ -135,7 +142,7 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
             fit,
             synthetic,
             synthetic_ratio: config.synthetic_ratio,
-            only_folds: Vec::new(),
+            only_folds: config.only_folds.clone(),
         }
     };
     let mut arms = Vec::new();
@@ -154,6 +161,9 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
     let mut gan_eval = Vec::new();
     if let Some(weights) = &config.feature_weights {
         for (fold, dir) in samples.iter().enumerate() {
+            if !config.only_folds.is_empty() && !config.only_folds.contains(&fold) {
+                continue;
+            }
             let m = crate::gan::sample::read_manifest(dir)?;
             let generated = crate::gan::sample::read_synthetic_folder(dir)?;
             let (training, held_out) = crate::gan::train::train_and_held_out(

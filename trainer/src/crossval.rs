@@ -177,6 +177,12 @@ pub fn crossval(
     } else {
         config.only_folds.clone()
     };
+    if let Some(bad) = folds.iter().find(|&&f| f >= manifest.folds) {
+        return Err(Error::Invalid(format!(
+            "fold {bad} does not exist: the split has folds 0..{}",
+            manifest.folds
+        )));
+    }
     if let Some(s) = &config.synthetic {
         if s.len() != manifest.folds {
             return Err(Error::Invalid(format!(

@@ -87,10 +87,26 @@ fn ratio(num: usize, den: usize) -> f64 {
     }
 }
 
+/// JSON has no NaN or infinity: serde_json writes them as `null`, and these read them back.
+pub mod json_float {
+    use serde::{Deserialize, Deserializer};
+
+    /// Reads `null` as NaN (an undefined metric, e.g. AUC with one class).
+    pub fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+
+    /// Reads `null` as +∞ (the first threshold of a ROC curve).
+    pub fn null_as_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
+}
+
 /// One point of a ROC curve: predicting `p ≥ threshold` gives this false and true positive rate.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RocPoint {
     /// The threshold (`+∞` for the first point, where nothing is predicted positive; `null` in JSON).
+    #[serde(deserialize_with = "json_float::null_as_infinity")]
     pub threshold: f64,
     /// False positive rate, 1 − specificity.
     pub fpr: f64,
@@ -108,8 +124,10 @@ pub struct ReliabilityBin {
     /// Samples in the bin.
     pub count: usize,
     /// Mean predicted probability in the bin (NaN when empty).
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub mean_predicted: f64,
     /// Fraction of positives in the bin (NaN when empty).
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub observed: f64,
 }
 
@@ -117,20 +135,28 @@ pub struct ReliabilityBin {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BinaryMetrics {
     /// Fraction of correct predictions.
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub accuracy: f64,
     /// Fraction of positive predictions that are positive.
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub precision: f64,
     /// Fraction of positives found (recall, true positive rate).
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub sensitivity: f64,
     /// Fraction of negatives cleared (true negative rate).
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub specificity: f64,
     /// Harmonic mean of precision and sensitivity.
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub f1: f64,
     /// Area under the ROC curve (threshold-free; NaN with one class).
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub auc: f64,
     /// Expected calibration error of the positive probability over [`ECE_BINS`] bins.
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub ece: f64,
     /// The threshold the counts are taken at.
+    #[serde(deserialize_with = "json_float::null_as_nan")]
     pub threshold: f64,
     /// Number of samples.
     pub n: usize,
@@ -583,5 +609,26 @@ mod tests {
     fn argmax_takes_first_of_equals() {
         assert_eq!(argmax(&[0.1, 0.7, 0.7]), 1);
         assert_eq!(argmax(&[]), 0);
+    }
+
+    #[test]
+    fn undefined_values_survive_a_json_round_trip() {
+        let roc = roc_curve(&[0.9, 0.2, 0.6], &[true, false, true]).unwrap();
+        assert_eq!(roc[0].threshold, f64::INFINITY);
+        let text = serde_json::to_string(&roc).unwrap();
+        assert!(text.contains("null"), "{text}");
+        let back: Vec<RocPoint> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, roc);
+        // One class only: AUC is undefined (NaN), and reads back as NaN.
+        let m = binary_metrics(&[0.9, 0.7], &[true, true], 0.5).unwrap();
+        assert!(m.auc.is_nan());
+        let back: BinaryMetrics =
+            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert!(back.auc.is_nan());
+        assert_eq!(back.confusion, m.confusion);
+        let bins = reliability_bins(&[0.05], &[false], 4).unwrap();
+        let back: Vec<ReliabilityBin> =
+            serde_json::from_str(&serde_json::to_string(&bins).unwrap()).unwrap();
+        assert!(back[3].observed.is_nan() && back[0].observed == 0.0);
     }
 }

@@ -230,6 +230,9 @@ pub struct AblateArgs {
     /// ImageNet MobileNetV2 weights for the GAN's Fréchet distance and KID (skipped when absent).
     #[arg(long)]
     feature_weights: Option<PathBuf>,
+    /// Run only these folds (comma-separated; GANs are trained for these folds only).
+    #[arg(long, value_delimiter = ',')]
+    only_folds: Vec<usize>,
     /// Output folder (split.json, real/, augment/, gan/, gan-arm/, ablation.md, ablation.png). Rerun to resume.
     #[arg(long)]
     out: PathBuf,
@@ -394,6 +397,7 @@ pub fn ablate(a: AblateArgs) -> anyhow::Result<ExitCode> {
         gan: a.gan.config()?,
         synthetic_ratio: a.synthetic_ratio,
         feature_weights: a.feature_weights,
+        only_folds: a.only_folds,
     };
     let summary = mpox_trainer::ablate::ablate(&config, &a.out, &device)?;
     print!("{}", summary.markdown());

@@ -169,22 +169,21 @@ mod tests {
             0.5,
         )
         .unwrap();
-        // Zero gradients: only decay acts, and only on the matrix.
-        let loss = ((w.as_tensor().sum_all().unwrap() + b.as_tensor().sum_all().unwrap()).unwrap()
-            * 0.0)
-            .unwrap();
+        // First Adam step moves each weight by lr·sign(g); decay shrinks only the matrix first:
+        // w = 1·(1 − 0.1·0.5) − 0.1 = 0.85, b = 1 − 0.1 = 0.9.
+        let loss = ((w.as_tensor().sum_all().unwrap() * 3.0).unwrap()
+            + (b.as_tensor().sum_all().unwrap() * 2.0).unwrap())
+        .unwrap();
         opt.step(&loss.backward().unwrap(), 0.1).unwrap();
-        assert!(
-            (w.as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()[0]
-                - 0.95)
-                .abs()
-                < 1e-6
-        );
-        assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap()[0], 1.0);
+        let w1 = w
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0];
+        let b1 = b.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert!((w1 - 0.85).abs() < 1e-6, "{w1}");
+        assert!((b1 - 0.9).abs() < 1e-6, "{b1}");
         let state: HashMap<String, Tensor> = opt.state().into_iter().collect();
         assert_eq!(state.len(), 4);
         let mut other =
