@@ -68,7 +68,11 @@ impl AblationSummary {
                     .find(|(k, _, _)| k == m)
                     .cloned()
                     .unwrap_or_default();
-                md.push_str(&format!(" {mean:.3} ± {std:.3} |"));
+                if std.is_finite() {
+                    md.push_str(&format!(" {mean:.3} ± {std:.3} |"));
+                } else {
+                    md.push_str(&format!(" {mean:.3} (one fold) |"));
+                }
             }
             md.push('\n');
         }
@@ -227,4 +231,35 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
         &bars,
     )?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(std: f64) -> CrossvalSummary {
+        CrossvalSummary {
+            arch: "mobilenet_v2".into(),
+            folds: vec![0],
+            mean_std: COMPARED.iter().map(|m| (m.to_string(), 0.5, std)).collect(),
+            mean_std_at_half: Vec::new(),
+            per_fold: Vec::new(),
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_table_says_when_there_is_no_spread() {
+        let s = AblationSummary {
+            arms: vec![
+                ("one".into(), summary(f64::NAN)),
+                ("many".into(), summary(0.25)),
+            ],
+            gan_eval: Vec::new(),
+        };
+        let md = s.markdown();
+        assert!(md.contains("| one | 0.500 (one fold) |"), "{md}");
+        assert!(md.contains("| many | 0.500 ± 0.250 |"), "{md}");
+        assert!(!md.contains("NaN"), "{md}");
+    }
 }

@@ -427,6 +427,8 @@ pub fn grouped_bars(
             chart
                 .draw_series(values.iter().enumerate().map(|(m, (mean, std))| {
                     let x = x0(m) + width * 0.45;
+                    // One fold has no spread (std NaN): no error bar rather than a full-height one.
+                    let std = if std.is_finite() { *std } else { 0.0 };
                     PathElement::new(
                         vec![(x, (mean - std).max(0.0)), (x, (mean + std).min(1.05))],
                         BLACK.stroke_width(2),
