@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -55,6 +56,43 @@ fn register_font() -> Result<()> {
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("cannot draw {}: {e}", path.display()))
+}
+
+/// The chart type every plot here draws on: f64 × f64 coordinates in a bitmap.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A captioned chart over `x` × `y` with room for axis labels.
+fn framed<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    path: &Path,
+    title: &str,
+    x: Range<f64>,
+    y: Range<f64>,
+) -> Result<Chart<'a, 'b>> {
+    ChartBuilder::on(root)
+        .caption(title, (FAMILY, 26))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| plot_err(path, e))
+}
+
+/// The legend box, at `position`.
+fn legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    path: &Path,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(|e| plot_err(path, e))
 }
 
 /// Renders with `draw` onto a white canvas of [`PLOT_SIZE`] and writes it as PNG, atomically.
@@ -114,13 +152,7 @@ pub fn line_chart(
     let x_range = padded(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)));
     let y_range = padded(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
     render(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FAMILY, 26))
-            .margin(20)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x_range, y_range)
-            .map_err(|e| plot_err(path, e))?;
+        let mut chart = framed(root, path, title, x_range, y_range)?;
         chart
             .configure_mesh()
             .x_desc(x_label)
@@ -140,14 +172,7 @@ pub fn line_chart(
                     PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| plot_err(path, e))
+        legend(&mut chart, path, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -160,13 +185,7 @@ pub fn training_curves(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)
 /// the chance diagonal.
 pub fn roc_plot(path: &Path, title: &str, curves: &[(&str, Vec<RocPoint>)]) -> Result<()> {
     render(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FAMILY, 26))
-            .margin(20)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(|e| plot_err(path, e))?;
+        let mut chart = framed(root, path, title, 0.0..1.0, 0.0..1.0)?;
         chart
             .configure_mesh()
             .x_desc("false positive rate (1 - specificity)")
@@ -199,14 +218,7 @@ pub fn roc_plot(path: &Path, title: &str, curves: &[(&str, Vec<RocPoint>)]) -> R
                     PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| plot_err(path, e))
+        legend(&mut chart, path, SeriesLabelPosition::LowerRight)
     })
 }
 
@@ -222,13 +234,7 @@ pub fn reliability_diagram(path: &Path, title: &str, bins: &[ReliabilityBin]) ->
         .map(|b| b.count as f64 / n.max(1) as f64 * (b.observed - b.mean_predicted).abs())
         .sum();
     render(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FAMILY, 26))
-            .margin(20)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(|e| plot_err(path, e))?;
+        let mut chart = framed(root, path, title, 0.0..1.0, 0.0..1.0)?;
         chart
             .configure_mesh()
             .x_desc("predicted probability")
@@ -278,14 +284,7 @@ pub fn reliability_diagram(path: &Path, title: &str, bins: &[ReliabilityBin]) ->
             .map_err(|e| plot_err(path, e))?
             .label("perfect calibration")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK));
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| plot_err(path, e))
+        legend(&mut chart, path, SeriesLabelPosition::UpperLeft)
     })
 }
 
@@ -383,13 +382,13 @@ pub fn grouped_bars(
     }
     let k = arms.len().max(1) as f64;
     render(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FAMILY, 26))
-            .margin(20)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(-0.5f64..metrics.len() as f64 - 0.5, 0f64..1.05)
-            .map_err(|e| plot_err(path, e))?;
+        let mut chart = framed(
+            root,
+            path,
+            title,
+            -0.5f64..metrics.len() as f64 - 0.5,
+            0f64..1.05,
+        )?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -436,14 +435,7 @@ pub fn grouped_bars(
                 }))
                 .map_err(|e| plot_err(path, e))?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| plot_err(path, e))
+        legend(&mut chart, path, SeriesLabelPosition::LowerRight)
     })
 }
 
