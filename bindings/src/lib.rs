@@ -21,8 +21,9 @@ static LIVE_SCREENERS: AtomicI64 = AtomicI64::new(0);
 
 /// Everything that can go wrong while loading a model or screening a photo.
 ///
-/// `Model*` variants blame the model file, `Image*` the photo, `InvalidFrame` the caller's pixel
-/// buffer, `Io` the file system, `Inference` the engine and `Internal` this library.
+/// `Model*` variants blame the model file, `Image*` the photo, `InvalidOption` the caller's
+/// configuration, `InvalidFrame` the caller's pixel buffer, `Io` the file system, `Inference` the
+/// engine and `Internal` this library.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
 pub enum MpoxError {
     /// A file could not be read.
@@ -69,6 +70,14 @@ pub enum MpoxError {
     #[error("model does not follow the mpoxscreen contract: {reason}")]
     ModelContract {
         /// Which part of the contract is broken.
+        reason: String,
+    },
+    /// A `ScreenerConfig` field has a value the library does not accept (e.g. `views` = 3).
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option at fault, as the `ScreenerConfig` field is called (e.g. `views`).
+        option: String,
+        /// Why it was refused.
         reason: String,
     },
     /// The image bytes are empty.
@@ -149,6 +158,7 @@ impl From<mpox_sdk::Error> for MpoxError {
             },
             E::ModelMetadata { key, reason } => Self::ModelMetadata { key, reason },
             E::ModelContract { reason } => Self::ModelContract { reason },
+            E::InvalidOption { option, reason } => Self::InvalidOption { option, reason },
             E::ImageEmpty => Self::ImageEmpty,
             E::ImageFormat => Self::ImageFormat,
             E::ImageDecode { reason } => Self::ImageDecode { reason },
@@ -295,6 +305,11 @@ pub struct ScreenerConfig {
     /// Quality thresholds; `None` keeps the defaults of [`QualityThresholds`].
     #[uniffi(default = None)]
     pub quality: Option<QualityThresholds>,
+    /// Test-time views averaged per screening: 1, 2, 4 or 8 (about that many times the work);
+    /// `None` takes the model's recommendation (`ModelInfo.recommended_views`). Any other count
+    /// fails loading with `InvalidOption`.
+    #[uniffi(default = None)]
+    pub views: Option<i32>,
 }
 
 impl ScreenerConfig {
@@ -304,6 +319,13 @@ impl ScreenerConfig {
             None => mpox_sdk::Limits::default(),
         };
         let q = self.quality.clone().unwrap_or_default();
+        let views = match self.views {
+            None => None,
+            Some(v) => Some(u32::try_from(v).map_err(|_| MpoxError::InvalidOption {
+                option: "views".into(),
+                reason: format!("{v} is not one of {:?}", mpox_sdk::preprocess::VIEW_COUNTS),
+            })?),
+        };
         Ok(mpox_sdk::ScreenerOptions {
             expected_sha256: self.expected_sha256.clone(),
             limits,
@@ -313,6 +335,7 @@ impl ScreenerConfig {
                 min_laplacian_variance: q.min_laplacian_variance,
             },
             heatmap: self.heatmap,
+            views,
         })
     }
 }
@@ -486,6 +509,8 @@ pub struct ModelInfo {
     pub uncertain_low: f32,
     /// Upper edge of the uncertain band.
     pub uncertain_high: f32,
+    /// Test-time views the model file recommends (1 when it says nothing).
+    pub recommended_views: i32,
     /// Network architecture, e.g. `mobilenet_v2` or `resnet18`.
     pub arch: String,
     /// Version of the trainer that wrote the file.
@@ -523,6 +548,7 @@ impl From<&mpox_sdk::ModelInfo> for ModelInfo {
             threshold: m.threshold,
             uncertain_low: m.uncertain_band[0],
             uncertain_high: m.uncertain_band[1],
+            recommended_views: int(m.recommended_views),
             arch: m.arch.clone(),
             trainer_version: m.trainer_version.clone(),
             dataset_fingerprint: m.dataset_fingerprint.clone(),
@@ -613,6 +639,11 @@ impl Screener {
     pub fn info(&self) -> ModelInfo {
         self.inner.info().into()
     }
+
+    /// Test-time views each screening averages (the config's, else the model's recommendation).
+    pub fn views(&self) -> i32 {
+        i32::try_from(self.inner.views()).unwrap_or(i32::MAX)
+    }
 }
 
 /// Version of this library (the SDK's crate version).
@@ -671,6 +702,10 @@ mod tests {
             },
             E::InvalidFrame { reason: "r".into() },
             E::Inference { reason: "r".into() },
+            E::InvalidOption {
+                option: "views".into(),
+                reason: "r".into(),
+            },
         ]
     }
 
@@ -769,6 +804,27 @@ mod tests {
             config.to_sdk(),
             Err(MpoxError::InvalidFrame { reason }) if reason.contains("max_width")
         ));
+    }
+
+    #[test]
+    fn view_counts_other_than_1_2_4_8_are_typed_errors() {
+        for v in [-1, 0, 3, 16] {
+            let config = ScreenerConfig {
+                views: Some(v),
+                ..ScreenerConfig::default()
+            };
+            let e = Screener::from_bytes(b"not onnx".to_vec(), Some(config)).unwrap_err();
+            assert!(
+                matches!(e, MpoxError::InvalidOption { ref option, .. } if option == "views"),
+                "{v}: {e:?}"
+            );
+        }
+        let config = ScreenerConfig {
+            views: Some(4),
+            ..ScreenerConfig::default()
+        };
+        assert_eq!(config.to_sdk().unwrap().views, Some(4));
+        assert_eq!(ScreenerConfig::default().to_sdk().unwrap().views, None);
     }
 
     #[test]

@@ -278,6 +278,11 @@ RustBuffer uniffi_mpoxscreen_fn_method_screener_screen(uint64_t ptr, RustBuffer 
 RustBuffer uniffi_mpoxscreen_fn_method_screener_screen_rgba(uint64_t ptr, int32_t width, int32_t height, RustBuffer pixels, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MPOXSCREEN_FN_METHOD_SCREENER_VIEWS
+#define UNIFFI_FFIDEF_UNIFFI_MPOXSCREEN_FN_METHOD_SCREENER_VIEWS
+int32_t uniffi_mpoxscreen_fn_method_screener_views(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MPOXSCREEN_FN_FUNC_LIBRARY_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_MPOXSCREEN_FN_FUNC_LIBRARY_VERSION
 RustBuffer uniffi_mpoxscreen_fn_func_library_version(RustCallStatus *_Nonnull out_status
@@ -577,6 +582,12 @@ uint16_t uniffi_mpoxscreen_checksum_method_screener_screen(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_MPOXSCREEN_CHECKSUM_METHOD_SCREENER_SCREEN_RGBA
 #define UNIFFI_FFIDEF_UNIFFI_MPOXSCREEN_CHECKSUM_METHOD_SCREENER_SCREEN_RGBA
 uint16_t uniffi_mpoxscreen_checksum_method_screener_screen_rgba(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MPOXSCREEN_CHECKSUM_METHOD_SCREENER_VIEWS
+#define UNIFFI_FFIDEF_UNIFFI_MPOXSCREEN_CHECKSUM_METHOD_SCREENER_VIEWS
+uint16_t uniffi_mpoxscreen_checksum_method_screener_views(void
     
 );
 #endif

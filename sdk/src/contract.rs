@@ -2,7 +2,7 @@
 //! read back by the SDK through this one type, so both sides always agree on keys and meaning.
 
 use crate::error::{Error, Result};
-use crate::preprocess::Preprocessing;
+use crate::preprocess::{is_view_count, Preprocessing, VIEW_COUNTS};
 
 /// The `mpoxscreen.format` version this SDK writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -35,6 +35,9 @@ pub mod keys {
     pub const THRESHOLD: &str = "threshold";
     /// JSON array `[low, high]`: probabilities inside it are reported as uncertain.
     pub const UNCERTAIN_BAND: &str = "uncertain_band";
+    /// Recommended number of test-time views (1, 2, 4 or 8). Optional: absent means 1, so files
+    /// written before it existed keep their meaning and the format version stays 1.
+    pub const VIEWS: &str = "mpoxscreen.views";
     /// Network architecture name.
     pub const ARCH: &str = "arch";
     /// Version of the trainer that wrote the file.
@@ -62,6 +65,11 @@ pub struct ModelMeta {
     pub threshold: f32,
     /// `[low, high]` around the threshold where the verdict is `Uncertain`.
     pub uncertain_band: [f32; 2],
+    /// Test-time views a screener uses unless told otherwise (one of [`VIEW_COUNTS`]); the
+    /// temperature, threshold and band are meant for logits averaged over this many views.
+    // Model cards written before the field existed read as 1, like model files without the key.
+    #[serde(default = "one_view")]
+    pub recommended_views: u32,
     /// Architecture, e.g. `mobilenet_v2` or `resnet18`.
     pub arch: String,
     /// Trainer version that produced the file.
@@ -72,6 +80,10 @@ pub struct ModelMeta {
     pub metrics: serde_json::Value,
     /// Creation time (RFC 3339).
     pub created: String,
+}
+
+fn one_view() -> u32 {
+    1
 }
 
 impl ModelMeta {
@@ -107,6 +119,7 @@ impl ModelMeta {
                 keys::UNCERTAIN_BAND.into(),
                 json(serde_json::json!(short(&self.uncertain_band))),
             ),
+            (keys::VIEWS.into(), self.recommended_views.to_string()),
             (keys::ARCH.into(), self.arch.clone()),
             (keys::TRAINER_VERSION.into(), self.trainer_version.clone()),
             (
@@ -213,6 +226,16 @@ impl ModelMeta {
                 format!("{uncertain_band:?} must satisfy 0 <= low <= threshold ({threshold}) <= high <= 1"),
             ));
         }
+        let recommended_views: u32 = match map.get(keys::VIEWS) {
+            Some(v) => parse_json(keys::VIEWS, v)?,
+            None => 1,
+        };
+        if !is_view_count(recommended_views) {
+            return Err(bad(
+                keys::VIEWS,
+                format!("{recommended_views} is not one of {VIEW_COUNTS:?}"),
+            ));
+        }
         let metrics: serde_json::Value = match map.get(keys::METRICS) {
             Some(v) => parse_json(keys::METRICS, v)?,
             None => serde_json::json!({}),
@@ -230,6 +253,7 @@ impl ModelMeta {
             temperature,
             threshold,
             uncertain_band,
+            recommended_views,
             arch: get(keys::ARCH)?.to_string(),
             trainer_version: optional(keys::TRAINER_VERSION),
             dataset_fingerprint: optional(keys::DATASET_FINGERPRINT),
@@ -251,6 +275,7 @@ mod tests {
             temperature: 1.5,
             threshold: 0.3,
             uncertain_band: [0.2, 0.6],
+            recommended_views: 4,
             arch: "mobilenet_v2".into(),
             trainer_version: "0.1.0".into(),
             dataset_fingerprint: "abc".into(),
@@ -295,6 +320,28 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn views_are_optional_and_checked() {
+        let without: Vec<_> = props(&sample())
+            .into_iter()
+            .filter(|(k, _)| k != keys::VIEWS)
+            .collect();
+        assert_eq!(parse(&without).unwrap().recommended_views, 1);
+        for bad in ["3", "0", "16", "-1", "two", "4.0"] {
+            let mut p = props(&sample());
+            p.iter_mut().find(|(k, _)| k == keys::VIEWS).unwrap().1 = bad.into();
+            match parse(&p) {
+                Err(Error::ModelMetadata { key, .. }) => assert_eq!(key, keys::VIEWS, "{bad}"),
+                other => panic!("views={bad}: {other:?}"),
+            }
+        }
+        // A model card from before the field existed.
+        let mut card = serde_json::to_value(sample()).unwrap();
+        card.as_object_mut().unwrap().remove("recommended_views");
+        let card: ModelMeta = serde_json::from_value(card).unwrap();
+        assert_eq!(card.recommended_views, 1);
     }
 
     #[test]

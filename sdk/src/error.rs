@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Everything that can go wrong while loading a model or screening a photo.
 ///
 /// Variants say whose fault it is: the model file (`Model*`), the photo (`Image*`), the caller's
-/// frame buffer (`InvalidFrame`) or the runtime (`Io`, `Inference`).
+/// options (`InvalidOption`) or frame buffer (`InvalidFrame`), or the runtime (`Io`, `Inference`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -51,6 +51,14 @@ pub enum Error {
     #[error("model does not follow the mpoxscreen contract: {reason}")]
     ModelContract {
         /// Which part of the contract is broken.
+        reason: String,
+    },
+    /// A caller's option has a value the SDK does not accept (e.g. `views` = 3).
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option at fault, as the field of `ScreenerOptions` is called.
+        option: String,
+        /// Why it was refused.
         reason: String,
     },
     /// The image bytes are empty.

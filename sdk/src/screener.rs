@@ -13,6 +13,7 @@ use tract_onnx::prelude::*;
 use crate::contract::{ModelMeta, CAM_NAME, INPUT_NAME, LOGITS_NAME};
 use crate::decode::{self, Limits};
 use crate::error::{Error, Result};
+use crate::preprocess::{is_view_count, VIEW_COUNTS};
 use crate::quality::{self, QualityThresholds, QualityWarning};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -28,6 +29,11 @@ pub struct ScreenerOptions {
     pub quality: QualityThresholds,
     /// Compute the class-activation heatmap for each screening.
     pub heatmap: bool,
+    /// Test-time views whose logits each screening averages: 1, 2, 4 or 8 (which ones:
+    /// [`crate::preprocess`]); `None` takes the model file's recommendation (1 when it has none).
+    /// Each view costs one inference; any other count fails loading with
+    /// [`Error::InvalidOption`].
+    pub views: Option<u32>,
 }
 
 /// What the SDK tells the app about a photo. A screening aid, not a diagnosis.
@@ -65,6 +71,10 @@ impl Verdict {
 
 /// Where the model looked: the positive class's activation map against the others, upsampled to the
 /// network input (the centre crop of the photo) and scaled to 0..1.
+///
+/// With several views it is still the centre view's map: the other views' maps cover other
+/// windows or mirror images, and at the map's coarse resolution (`S/32`) mapping them back onto
+/// the centre crop would blur the map rather than sharpen it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Heatmap {
     /// Width in pixels (the model's input size).
@@ -97,7 +107,7 @@ pub struct Screening {
     pub quality: Vec<QualityWarning>,
     /// Class-activation heatmap, when asked for.
     pub heatmap: Option<Heatmap>,
-    /// Raw (uncalibrated) logits.
+    /// Raw (uncalibrated) logits, averaged over the views when there are several.
     pub logits: Vec<f32>,
     /// Short id of the model (first 12 hex digits of its sha256).
     pub model_id: String,
@@ -132,6 +142,7 @@ pub struct RawOutput {
 /// A loaded screening model. `Send + Sync`: share one behind an `Arc` across threads.
 pub struct Screener {
     plan: Plan,
+    views: u32,
     logits_ix: usize,
     cam_ix: usize,
     info: ModelInfo,
@@ -149,6 +160,7 @@ impl std::fmt::Debug for Screener {
 impl Screener {
     /// Loads a model file.
     pub fn from_path(path: impl AsRef<Path>, options: ScreenerOptions) -> Result<Self> {
+        check_options(&options)?;
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
@@ -159,6 +171,7 @@ impl Screener {
 
     /// Loads a model from its bytes (for apps that bundle it as an asset).
     pub fn from_bytes(bytes: &[u8], options: ScreenerOptions) -> Result<Self> {
+        check_options(&options)?;
         let sha256 = hex(&Sha256::digest(bytes));
         if let Some(expected) = &options.expected_sha256 {
             if !expected.trim().eq_ignore_ascii_case(&sha256) {
@@ -174,6 +187,7 @@ impl Screener {
                 reason: format!("the model parser panicked: {}", panic_message(&p)),
             })??;
         let (plan, meta, logits_ix, cam_ix, cam_size) = loaded;
+        let views = options.views.unwrap_or(meta.recommended_views);
         let info = ModelInfo {
             meta,
             model_id: sha256[..12].to_string(),
@@ -182,6 +196,7 @@ impl Screener {
         };
         Ok(Self {
             plan,
+            views,
             logits_ix,
             cam_ix,
             info,
@@ -197,6 +212,12 @@ impl Screener {
     /// The options this screener was loaded with.
     pub fn options(&self) -> &ScreenerOptions {
         &self.options
+    }
+
+    /// Number of test-time views each screening averages (the option, else the model's
+    /// recommendation).
+    pub fn views(&self) -> u32 {
+        self.views
     }
 
     /// Screens an encoded photo (JPEG, PNG, WebP, BMP).
@@ -223,14 +244,14 @@ impl Screener {
     fn screen_decoded(&self, img: &RgbImage, start: Instant) -> Result<Screening> {
         let meta = &self.info.meta;
         let pre = &meta.preprocessing;
-        let crop = pre.center_crop(img);
+        let views = pre.views(img, self.views)?;
         let quality = quality::assess(
             img.dimensions(),
-            &crop,
+            &views[0],
             pre.input_size,
             &self.options.quality,
         );
-        let raw = self.infer(&pre.normalize(&crop))?;
+        let raw = self.infer_views(&pre.normalize_batch(&views))?;
         let probs = softmax(&raw.logits, meta.temperature);
         let pos = meta.positive_index();
         let probability_mpox = probs[pos];
@@ -285,6 +306,67 @@ impl Screener {
                 reason: format!("{e:#}"),
             })
     }
+
+    /// Runs the network on the [`Self::views`] views of one photo (`[views, 3, S, S]` normalised
+    /// floats, as [`crate::Preprocessing::views_tensor`] makes them): the logits averaged over
+    /// the views, and the centre view's maps (see [`Heatmap`]). With one view this is
+    /// [`Self::infer`], bit for bit.
+    pub fn infer_views(&self, input: &[f32]) -> Result<RawOutput> {
+        let n = self.views as usize;
+        let len = self.info.meta.preprocessing.tensor_len();
+        if input.len() != n * len {
+            return Err(Error::Inference {
+                reason: format!(
+                    "input has {} values, expected {n} views of {len}",
+                    input.len()
+                ),
+            });
+        }
+        // One view after another through the one-image plan, not one batch: tract 0.23.9 ran a
+        // batch of views about twice as slowly per view (MobileNetV2, 224 px; README), and a
+        // plan for the batch would also cost a second optimisation at load and its memory.
+        let mut logits = Vec::with_capacity(n * self.info.meta.labels.len());
+        let mut centre = None;
+        for view in input.chunks_exact(len) {
+            let raw = self.infer(view)?;
+            logits.extend_from_slice(&raw.logits);
+            centre.get_or_insert(raw);
+        }
+        let mut raw = centre.ok_or_else(|| Error::Inference {
+            reason: "no view to run".into(),
+        })?;
+        raw.logits = mean_rows(&logits, n);
+        Ok(raw)
+    }
+}
+
+/// Refuses options the SDK cannot honour before any work is done.
+fn check_options(options: &ScreenerOptions) -> Result<()> {
+    match options.views {
+        Some(n) if !is_view_count(n) => Err(Error::InvalidOption {
+            option: "views".into(),
+            reason: format!("{n} is not one of {VIEW_COUNTS:?}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Mean of the `n` rows of a row-major `[n, C]` matrix, summed in row order. One row is returned
+/// as it is, bit for bit (even a `-0.0`, which `0.0 + x` would turn into `+0.0`).
+fn mean_rows(values: &[f32], n: usize) -> Vec<f32> {
+    let mut rows = values.chunks_exact((values.len() / n.max(1)).max(1));
+    let mut mean = rows.next().map(<[f32]>::to_vec).unwrap_or_default();
+    for row in rows {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v;
+        }
+    }
+    if n > 1 {
+        for m in &mut mean {
+            *m /= n as f32;
+        }
+    }
+    mean
 }
 
 type Loaded = (Plan, ModelMeta, usize, usize, (usize, usize));
@@ -567,6 +649,38 @@ mod tests {
         assert_eq!(h.values[0], 1.0);
         assert_eq!(h.values[63], 0.0);
         assert!(h.values[9] > h.values[54]);
+    }
+
+    #[test]
+    fn mean_of_rows() {
+        let one = [0.1_f32, -0.0, 3.0];
+        assert_eq!(mean_rows(&one, 1)[1].to_bits(), (-0.0_f32).to_bits());
+        assert_eq!(mean_rows(&one, 1), one);
+        assert_eq!(
+            mean_rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], 4),
+            [4.0, 5.0]
+        );
+    }
+
+    #[test]
+    fn invalid_view_counts_are_refused_before_loading() {
+        for n in [0, 3, 6, 16] {
+            let options = ScreenerOptions {
+                views: Some(n),
+                ..Default::default()
+            };
+            match Screener::from_bytes(b"not even a model", options.clone()) {
+                Err(Error::InvalidOption { option, reason }) => {
+                    assert_eq!(option, "views");
+                    assert!(reason.starts_with(&n.to_string()), "{reason}");
+                }
+                other => panic!("{n} views: {other:?}"),
+            }
+            assert!(matches!(
+                Screener::from_path("/nonexistent/model.onnx", options),
+                Err(Error::InvalidOption { .. })
+            ));
+        }
     }
 
     #[test]

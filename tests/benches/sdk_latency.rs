@@ -1,6 +1,7 @@
-//! SDK latency beside onnxruntime, model load time and peak memory, one thread, 224 px.
+//! SDK latency beside onnxruntime, model load time and peak memory, one thread, 224 px; then the
+//! cost of test-time views (1, 2, 4, 8) on MobileNetV2.
 //!
-//! `cargo bench -p mpox-e2e --bench sdk_latency` prints a Markdown table (the README's figures).
+//! `cargo bench -p mpox-e2e --bench sdk_latency` prints two Markdown tables (the README's figures).
 //! Each model is measured in a child process of its own so that its peak RSS is its own.
 //! MobileNetV2 uses the ImageNet weights from `../shared/weights` when present (latency does not
 //! depend on the weight values, so random weights give the same timing elsewhere).
@@ -13,6 +14,7 @@ use image::{DynamicImage, ImageFormat};
 use mpox_e2e::{encode, export, photo, random_network, shared, workspace_root};
 use mpox_sdk::{Screener, ScreenerOptions};
 use mpox_trainer::models::{Arch, Network};
+use tract_onnx::prelude::*;
 
 const RUNS: usize = 50;
 const WARMUP: usize = 5;
@@ -32,15 +34,22 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Child mode: load the model, screen a photo RUNS times, print one JSON line.
-fn measure(model: &Path) {
+/// Child mode: load the model (with `views`, else the file's recommendation), screen a photo RUNS
+/// times, print one JSON line. `infer_ms` times the network alone (all views, as the SDK runs
+/// them: one after another); with several views, `batched_ms` times the same views as one batch
+/// through a tract plan optimised for that batch, the alternative the SDK does not take.
+fn measure(model: &Path, views: Option<u32>) {
+    let options = ScreenerOptions {
+        views,
+        ..Default::default()
+    };
     let t = Instant::now();
-    let screener = Screener::from_path(model, ScreenerOptions::default()).unwrap();
+    let screener = Screener::from_path(model, options.clone()).unwrap();
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let loads: Vec<f64> = (0..3)
         .map(|_| {
             let t = Instant::now();
-            drop(Screener::from_path(model, ScreenerOptions::default()).unwrap());
+            drop(Screener::from_path(model, options.clone()).unwrap());
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -52,7 +61,8 @@ fn measure(model: &Path) {
         .info()
         .meta
         .preprocessing
-        .tensor(&photo(1, true, 224));
+        .views_tensor(&photo(1, true, 224), screener.views())
+        .unwrap();
     for _ in 0..WARMUP {
         screener.screen(&png).unwrap();
     }
@@ -69,8 +79,32 @@ fn measure(model: &Path) {
         screener.screen(&png).unwrap();
     });
     let infer = time(&|| {
-        screener.infer(&input).unwrap();
+        screener.infer_views(&input).unwrap();
     });
+    // Read before the batched plan below adds its own memory.
+    let peak_rss = peak_rss_mib();
+    let n = screener.views() as usize;
+    let (mut sequential, mut batched) = (Vec::new(), Vec::new());
+    if n > 1 {
+        let s = screener.info().meta.preprocessing.input_size as usize;
+        let plan = tract_onnx::onnx()
+            .model_for_path(model)
+            .and_then(|m| m.with_input_fact(0, f32::fact([n, 3, s, s]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .unwrap();
+        let batch = Tensor::from_shape(&[n, 3, s, s], &input).unwrap();
+        // Alternating, so that load from other processes hits both alike.
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            screener.infer_views(&input).unwrap();
+            sequential.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            plan.run(tvec!(batch.clone().into())).unwrap();
+            batched.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let or_nan = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { median(v) };
     println!(
         "{}",
         serde_json::json!({
@@ -78,7 +112,9 @@ fn measure(model: &Path) {
             "load_ms": median(loads),
             "screen_ms": median(screen),
             "infer_ms": median(infer),
-            "peak_rss_mib": peak_rss_mib(),
+            "paired_sequential_ms": or_nan(sequential),
+            "batched_ms": or_nan(batched),
+            "peak_rss_mib": peak_rss,
         })
     );
 }
@@ -96,7 +132,11 @@ fn run_json(cmd: &mut Command) -> Option<serde_json::Value> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
-        measure(Path::new(&args[i + 1]));
+        let views = args
+            .iter()
+            .position(|a| a == "--views")
+            .map(|j| args[j + 1].parse().unwrap());
+        measure(Path::new(&args[i + 1]), views);
         return;
     }
     let dir = workspace_root().join("target").join("bench-models");
@@ -165,4 +205,33 @@ fn main() {
     println!("\nmedian of {RUNS} runs after {WARMUP} warm-up runs; `screen()` includes PNG decoding, quality checks and preprocessing of a 224×224 photo; onnxruntime {} with intra_op_num_threads=1.",
         run_json(Command::new("python3").arg("-c").arg("import onnxruntime,json;print(json.dumps({'v':onnxruntime.__version__}))"))
             .map_or("n/a".to_string(), |v| v["v"].as_str().unwrap_or("?").to_string()));
+
+    let (label, path) = &models[0];
+    println!("\n| test-time views, {label}, 224 px, 1 thread | SDK load ms | SDK `screen()` ms | SDK inference of all views ms | per view ms | SDK peak RSS MiB | the same views as one tract batch ms (paired SDK ms) |");
+    println!("|---|---|---|---|---|---|---|");
+    for views in [1u32, 2, 4, 8] {
+        let sdk = run_json(
+            Command::new(&me)
+                .arg("--child")
+                .arg(path)
+                .arg("--views")
+                .arg(views.to_string()),
+        )
+        .expect("SDK measurement");
+        let f = |k: &str| sdk[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {views} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
+            f("load_ms"),
+            f("screen_ms"),
+            f("infer_ms"),
+            f("infer_ms") / f64::from(views),
+            f("peak_rss_mib"),
+            if views == 1 {
+                "–".to_string()
+            } else {
+                format!("{:.1} ({:.1})", f("batched_ms"), f("paired_sequential_ms"))
+            },
+        );
+    }
+    println!("\nviews as `mpox_sdk::preprocess` lists them; the SDK runs them one after another through its one-image plan; the last column runs the same views as one batch through a tract plan optimised for that batch, alternating with the SDK's run (in parentheses) so that both see the same load.");
 }

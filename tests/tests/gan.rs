@@ -140,6 +140,8 @@ fn synthetic_photos_only_reach_the_training_part_of_their_own_fold() {
         seed: 0,
         synthetic: Some(synthetic.to_path_buf()),
         synthetic_ratio: ratio,
+        negatives: vec![],
+        external: None,
     };
     let source = |fold: usize, synthetic: &Path| source_with(fold, synthetic, 10.0);
     let is_synthetic = |s: &&data::Sample| s.path.starts_with(&samples);

@@ -18,6 +18,8 @@ fn source(data: &Path) -> DataSource {
         seed: 7,
         synthetic: None,
         synthetic_ratio: 0.0,
+        negatives: vec![],
+        external: None,
     }
 }
 
@@ -162,6 +164,8 @@ fn a_finished_crossval_fold_is_read_back_not_retrained() {
         synthetic: None,
         synthetic_ratio: 0.0,
         only_folds: vec![0],
+        negatives: vec![],
+        external: None,
     };
     let out = dir.join("cv");
     let first = crossval(&config, &out, &Device::Cpu, false).unwrap();

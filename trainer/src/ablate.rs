@@ -35,6 +35,10 @@ pub struct AblateConfig {
     pub feature_weights: Option<PathBuf>,
     /// Run only these folds (all when empty): a GAN per fold is the costly part.
     pub only_folds: Vec<usize>,
+    /// Extra folders of negatives, split into the same folds.
+    pub negatives: Vec<PathBuf>,
+    /// External validation set (chooses epochs and operating points; reported per fold).
+    pub external: Option<PathBuf>,
 }
 
 /// The three arms' results.
@@ -128,6 +132,7 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
         folds: config.folds,
         seed: config.split_seed,
         positive: Some(config.positive.clone()),
+        negatives: config.negatives.clone(),
         ..Default::default()
     };
     let split = crossval::ensure_split(&config.data, None, out, &split_config)?;
@@ -147,6 +152,8 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
             synthetic,
             synthetic_ratio: config.synthetic_ratio,
             only_folds: config.only_folds.clone(),
+            negatives: config.negatives.clone(),
+            external: config.external.clone(),
         }
     };
     let mut arms = Vec::new();
@@ -244,6 +251,9 @@ mod tests {
             mean_std: COMPARED.iter().map(|m| (m.to_string(), 0.5, std)).collect(),
             mean_std_at_half: Vec::new(),
             per_fold: Vec::new(),
+            external_mean_std: Vec::new(),
+            external_mean_std_at_half: Vec::new(),
+            per_class: Vec::new(),
             seconds: 1.0,
         }
     }

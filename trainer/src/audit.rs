@@ -433,7 +433,12 @@ pub struct NearPair {
 /// Scans `root` and decodes and hashes every photo in parallel (a progress bar on stderr when
 /// `progress` is set and stderr is a terminal).
 pub fn inspect(root: &Path, progress: bool) -> Result<Inspection> {
-    let dataset = Dataset::scan(root)?;
+    Ok(inspect_dataset(Dataset::scan(root)?, progress))
+}
+
+/// Decodes and hashes every photo of a scanned dataset (extra negatives folders included) in
+/// parallel.
+pub fn inspect_dataset(dataset: Dataset, progress: bool) -> Inspection {
     let bar = if progress {
         ProgressBar::new(dataset.items.len() as u64).with_style(
             ProgressStyle::with_template("hashing {bar:40} {pos}/{len} [{elapsed} < {eta}]")
@@ -466,11 +471,11 @@ pub fn inspect(root: &Path, progress: bool) -> Result<Inspection> {
             }
         }
     }
-    Ok(Inspection {
+    Inspection {
         dataset,
         facts,
         undecodable,
-    })
+    }
 }
 
 fn inspect_file(path: &Path) -> std::result::Result<ImageFacts, String> {

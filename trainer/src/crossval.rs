@@ -39,6 +39,11 @@ pub struct CrossvalConfig {
     pub synthetic_ratio: f64,
     /// Only these folds (all when empty).
     pub only_folds: Vec<usize>,
+    /// Extra folders of negatives for a new split (a given split names its own).
+    pub negatives: Vec<PathBuf>,
+    /// External validation set: chooses each fold's epoch and operating point, and is screened
+    /// by each fold's exported model.
+    pub external: Option<PathBuf>,
 }
 
 /// Per-fold results and their mean ± std.
@@ -55,6 +60,17 @@ pub struct CrossvalSummary {
     pub mean_std_at_half: Vec<(String, f64, f64)>,
     /// Per fold, the headline metrics.
     pub per_fold: Vec<serde_json::Value>,
+    /// `(metric, mean, std)` over folds on the external validation set, at each fold's
+    /// operating point (empty without one).
+    #[serde(default)]
+    pub external_mean_std: Vec<(String, f64, f64)>,
+    /// The same at p ≥ 0.5.
+    #[serde(default)]
+    pub external_mean_std_at_half: Vec<(String, f64, f64)>,
+    /// Verdict rates per class over every fold's test photos together (extra negatives'
+    /// conditions among them).
+    #[serde(default)]
+    pub per_class: Vec<crate::evaluate::ClassRates>,
     /// Wall time of this invocation in seconds.
     pub seconds: f64,
 }
@@ -76,7 +92,32 @@ impl CrossvalSummary {
                 .map_or("n/a".to_string(), |(_, m, s)| format!("{m:.3} ± {s:.3}"));
             md.push_str(&format!("| {k} | {m:.3} ± {s:.3} | {half} |\n"));
         }
+        if !self.external_mean_std.is_empty() {
+            md.push_str(
+                "\n## External validation set\n\nEach fold's model on the external set (which chose its \
+                 epoch and operating point):\n\n| metric | at the operating point | at p ≥ 0.5 |\n|---|---|---|\n",
+            );
+            for (i, (k, m, s)) in self.external_mean_std.iter().enumerate() {
+                let half = self
+                    .external_mean_std_at_half
+                    .get(i)
+                    .map_or("n/a".to_string(), |(_, m, s)| format!("{m:.3} ± {s:.3}"));
+                md.push_str(&format!("| {k} | {m:.3} ± {s:.3} | {half} |\n"));
+            }
+        }
+        if self.per_class.len() > 1 {
+            md.push('\n');
+            md.push_str(
+                &crate::evaluate::EvalReport::class_rates_markdown(&self.per_class).replace(
+                    "## Verdicts per class",
+                    "## Verdicts per class, all test folds",
+                ),
+            );
+        }
         md.push_str("\n![ROC of every fold](roc.png)\n");
+        if self.per_class.len() > 1 {
+            md.push_str("![Verdicts per class](per_class.png)\n");
+        }
         md
     }
 }
@@ -88,31 +129,70 @@ pub fn ensure_split(
     out: &Path,
     config: &SplitConfig,
 ) -> Result<PathBuf> {
+    ensure_split_with(data, given, out, config, None)
+}
+
+/// [`ensure_split`], splitting an inspection already made (by `pipeline`'s audit) when a new
+/// split is needed.
+pub fn ensure_split_with(
+    data: &Path,
+    given: Option<&Path>,
+    out: &Path,
+    config: &SplitConfig,
+    inspection: Option<&crate::audit::Inspection>,
+) -> Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_path_buf());
     }
     let path = out.join("split.json");
+    let negatives: Vec<String> = config
+        .negatives
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     if path.exists() {
         let m = SplitManifest::load(&path)?;
-        if m.folds != config.folds || m.seed != config.seed || m.positive != config.positive {
+        if m.folds != config.folds
+            || m.seed != config.seed
+            || m.positive != config.positive
+            || m.negatives != negatives
+        {
             return Err(Error::Invalid(format!(
-                "{} was made with other settings ({} folds, seed {}, positive {:?}); choose another --out",
+                "{} was made with other settings ({} folds, seed {}, positive {:?}, negatives {:?}); choose another --out",
                 path.display(),
                 m.folds,
                 m.seed,
-                m.positive
+                m.positive,
+                m.negatives
             )));
         }
         return Ok(path);
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let m = split::split(data, config)?;
+    let m = match inspection {
+        Some(ins) => split::split_inspected(ins, config)?,
+        None => split::split(data, config)?,
+    };
     m.save(&path)?;
     eprintln!("{}", m.summary());
     Ok(path)
 }
 
-/// Trains (or resumes) and tests one fold; returns its report.
+/// One fold's reports: its test photos, and the external validation set if any.
+#[derive(Clone, Debug)]
+pub struct FoldReports {
+    /// The fold's test photos.
+    pub test: EvalReport,
+    /// The external validation set.
+    pub external: Option<EvalReport>,
+}
+
+fn read_report(path: &Path) -> Result<EvalReport> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Trains (or resumes) and tests one fold; returns its reports (test fold, external set).
 pub fn run_fold(
     config: &CrossvalConfig,
     split_path: &Path,
@@ -120,12 +200,19 @@ pub fn run_fold(
     dir: &Path,
     device: &Device,
     progress: bool,
-) -> Result<EvalReport> {
+) -> Result<FoldReports> {
     let eval_json = dir.join("eval").join("eval.json");
-    if eval_json.exists() {
-        let text = std::fs::read_to_string(&eval_json).map_err(|e| Error::io(&eval_json, e))?;
-        return serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", eval_json.display())));
+    let external_json = dir.join("eval-external").join("eval.json");
+    let external_done = config.external.is_none() || external_json.exists();
+    if eval_json.exists() && external_done {
+        return Ok(FoldReports {
+            test: read_report(&eval_json)?,
+            external: config
+                .external
+                .as_ref()
+                .map(|_| read_report(&external_json))
+                .transpose()?,
+        });
     }
     let source = DataSource {
         root: config.data.clone(),
@@ -134,25 +221,49 @@ pub fn run_fold(
         seed: config.fit.seed,
         synthetic: config.synthetic.as_ref().map(|s| s[fold].clone()),
         synthetic_ratio: config.synthetic_ratio,
+        negatives: Vec::new(),
+        external: config.external.clone(),
     };
     let run = RunOptions {
         resume: dir.join(files::LAST).exists(),
         stop_after: None,
         progress,
     };
-    eprintln!("== fold {fold}: training in {}", dir.display());
-    let outcome = train::fit(&config.fit, &source, dir, device, &run)?;
+    if !dir.join(files::MODEL).exists() {
+        eprintln!("== fold {fold}: training in {}", dir.display());
+        train::fit(&config.fit, &source, dir, device, &run)?;
+    }
     let screener = Screener::from_path(dir.join(files::MODEL), ScreenerOptions::default())?;
-    let photos = evaluate::labelled_photos(
-        &config.data,
-        &screener.info().meta.labels,
-        None,
-        Some((split_path, fold)),
+    let labels = &screener.info().meta.labels;
+    let photos = evaluate::labelled_photos(&config.data, labels, None, Some((split_path, fold)))?;
+    let test = evaluate::evaluate(&screener, &photos, progress)?;
+    test.write(
+        &dir.join("eval-test-tmp"),
+        &format!("Fold {fold} test photos"),
     )?;
-    debug_assert_eq!(photos.len(), outcome.test.len());
-    let report = evaluate::evaluate(&screener, &photos, progress)?;
-    report.write(&dir.join("eval"), &format!("Fold {fold} test photos"))?;
-    Ok(report)
+    let external = match &config.external {
+        Some(ext) => {
+            let positive = SplitManifest::load(split_path)?.positive;
+            let photos = evaluate::labelled_photos(ext, labels, positive.as_deref(), None)?;
+            let report = evaluate::evaluate(&screener, &photos, progress)?;
+            report.write(
+                &dir.join("eval-external"),
+                &format!(
+                    "Fold {fold} model on the external validation set {}",
+                    ext.display()
+                ),
+            )?;
+            Some(report)
+        }
+        None => None,
+    };
+    // The test report is moved into place last: its presence marks the fold as finished.
+    let done = dir.join("eval");
+    if done.exists() {
+        std::fs::remove_dir_all(&done).map_err(|e| Error::io(&done, e))?;
+    }
+    std::fs::rename(dir.join("eval-test-tmp"), &done).map_err(|e| Error::io(&done, e))?;
+    Ok(FoldReports { test, external })
 }
 
 /// Runs every fold and writes `crossval.json`, `crossval.md` and `roc.png` into `out`.
@@ -169,6 +280,10 @@ pub fn crossval(
         seed: config.split_seed,
         positive: config.positive.clone(),
         ..Default::default()
+    };
+    let split_config = SplitConfig {
+        negatives: config.negatives.clone(),
+        ..split_config
     };
     let split_path = ensure_split(&config.data, config.split.as_deref(), out, &split_config)?;
     let manifest = SplitManifest::load(&split_path)?;
@@ -193,8 +308,12 @@ pub fn crossval(
         }
     }
     let mut reports = Vec::new();
+    let mut externals = Vec::new();
     for &fold in &folds {
-        let report = run_fold(
+        let FoldReports {
+            test: report,
+            external,
+        } = run_fold(
             config,
             &split_path,
             fold,
@@ -212,18 +331,13 @@ pub fn crossval(
                 .join(", ")
         );
         reports.push(report);
+        externals.extend(external);
     }
     let summary = CrossvalSummary {
         arch: config.fit.arch.to_string(),
         folds: folds.clone(),
-        mean_std: evaluate::aggregate(&reports, false)
-            .into_iter()
-            .map(|(k, m, s)| (k.to_string(), m, s))
-            .collect(),
-        mean_std_at_half: evaluate::aggregate(&reports, true)
-            .into_iter()
-            .map(|(k, m, s)| (k.to_string(), m, s))
-            .collect(),
+        mean_std: owned(evaluate::aggregate(&reports, false)),
+        mean_std_at_half: owned(evaluate::aggregate(&reports, true)),
         per_fold: reports
             .iter()
             .zip(&folds)
@@ -237,6 +351,9 @@ pub fn crossval(
                 serde_json::Value::Object(v)
             })
             .collect(),
+        external_mean_std: owned(evaluate::aggregate(&externals, false)),
+        external_mean_std_at_half: owned(evaluate::aggregate(&externals, true)),
+        per_class: pooled_class_rates(&reports),
         seconds: start.elapsed().as_secs_f64(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
@@ -259,7 +376,54 @@ pub fn crossval(
             .collect();
         crate::plots::roc_plot(&out.join("roc.png"), &title, &named)?;
     }
+    if summary.per_class.len() > 1 {
+        crate::plots::class_verdicts(
+            &out.join("per_class.png"),
+            &format!("{title}: verdicts per class, all test folds"),
+            &summary.per_class,
+        )?;
+    }
     Ok(summary)
+}
+
+fn owned(rows: Vec<(&'static str, f64, f64)>) -> Vec<(String, f64, f64)> {
+    rows.into_iter()
+        .map(|(k, m, s)| (k.to_string(), m, s))
+        .collect()
+}
+
+/// Verdict rates per class over the test photos of every fold together (each fold's verdicts
+/// at its own operating point).
+fn pooled_class_rates(reports: &[EvalReport]) -> Vec<crate::evaluate::ClassRates> {
+    let mut classes: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| r.per_class.iter().map(|c| c.class.as_str()))
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    classes
+        .into_iter()
+        .map(|class| {
+            let of: Vec<&crate::evaluate::ClassRates> = reports
+                .iter()
+                .flat_map(|r| r.per_class.iter().filter(|c| c.class == class))
+                .collect();
+            let n: usize = of.iter().map(|c| c.photos).sum();
+            let share = |f: fn(&crate::evaluate::ClassRates) -> f64| {
+                of.iter().map(|c| f(c) * c.photos as f64).sum::<f64>() / n.max(1) as f64
+            };
+            crate::evaluate::ClassRates {
+                class: class.to_string(),
+                positive: of.iter().all(|c| c.positive),
+                photos: n,
+                likely_mpox: share(|c| c.likely_mpox),
+                uncertain: share(|c| c.uncertain),
+                unlikely: share(|c| c.unlikely),
+                at_threshold: share(|c| c.at_threshold),
+                at_half: share(|c| c.at_half),
+            }
+        })
+        .collect()
 }
 
 /// Prints a mean ± std table to stdout.

@@ -45,6 +45,14 @@ pub struct Item {
     pub class_index: usize,
     /// SHA-256 of the file's bytes, lowercase hex.
     pub sha256: String,
+    /// 0 for the main data folder, `k` for the `k`-th extra negatives folder
+    /// ([`Dataset::negatives`]`[k - 1]`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub source: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A file that was found but could not be used.
@@ -56,14 +64,23 @@ pub struct Unreadable {
     pub reason: String,
 }
 
-/// An ImageFolder tree: one sub-folder per class, photos anywhere below it.
+/// An ImageFolder tree: one sub-folder per class, photos anywhere below it; optionally joined by
+/// extra folders whose photos are all negatives (other skin conditions, one sub-folder each).
+///
+/// Photos of an extra folder `NEG` have the class `<name of NEG>/<sub-folder>` (or `<name of
+/// NEG>` for photos directly inside it) and the relative path `<name of NEG>/<path in NEG>`, so
+/// classes and relative paths stay unique across all folders of one dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dataset {
     /// The folder that was scanned.
     pub root: PathBuf,
-    /// Class names (the sub-folders of `root`), sorted so that class indices do not depend on
-    /// the order the file system lists them in.
+    /// Extra folders of negatives, in the order given.
+    pub negatives: Vec<PathBuf>,
+    /// Class names: the sub-folders of `root`, sorted so that class indices do not depend on the
+    /// order the file system lists them in; then the extra folders' conditions, sorted per folder.
     pub classes: Vec<String>,
+    /// Per class, the folder it comes from (0: `root`, `k`: `negatives[k - 1]`).
+    pub class_source: Vec<usize>,
     /// Every readable image, sorted by `rel_path`.
     pub items: Vec<Item>,
     /// Image files that could not be read (reported, never fatal: one bad file in a scraped
@@ -78,6 +95,95 @@ impl Dataset {
     ///
     /// Fails when `root` is missing, is not a folder, or has no class folder.
     pub fn scan(root: &Path) -> Result<Dataset> {
+        Self::scan_with_negatives(root, &[])
+    }
+
+    /// Scans `root` as [`Dataset::scan`] does, plus extra folders whose photos are all negatives:
+    /// each sub-folder of one is a condition (kept as its class for reporting), photos directly
+    /// inside it form a class named after the folder.
+    ///
+    /// Fails when a folder is missing, when an extra folder has no photo, or when two folders
+    /// would give the same class name.
+    pub fn scan_with_negatives(root: &Path, negatives: &[PathBuf]) -> Result<Dataset> {
+        let mut main = Self::scan_main(root)?;
+        for (k, neg) in negatives.iter().enumerate() {
+            main.add_negatives(neg, k + 1)?;
+        }
+        Ok(main)
+    }
+
+    /// Appends the photos of one extra negatives folder as source `source`.
+    fn add_negatives(&mut self, dir: &Path, source: usize) -> Result<()> {
+        if !dir.is_dir() {
+            return Err(Error::Invalid(format!(
+                "negatives folder {} does not exist or is not a folder",
+                dir.display()
+            )));
+        }
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "negatives".into());
+        if let Some(c) = self
+            .classes
+            .iter()
+            .find(|c| c.as_str() == name || c.starts_with(&format!("{name}/")))
+        {
+            return Err(Error::Invalid(format!(
+                "negatives folder {} would add class names under {name:?}, which the data already has ({c:?}): rename one of the folders",
+                dir.display()
+            )));
+        }
+        let mut files: Vec<(String, String)> = Vec::new();
+        let mut unreadable = Vec::new();
+        walk(
+            dir,
+            dir,
+            &mut |rel| {
+                let class = match rel.split_once('/') {
+                    Some((sub, _)) => format!("{name}/{sub}"),
+                    None => name.clone(),
+                };
+                files.push((format!("{name}/{rel}"), class));
+            },
+            &mut unreadable,
+        );
+        if files.is_empty() {
+            return Err(Error::Invalid(format!(
+                "negatives folder {} holds no photos",
+                dir.display()
+            )));
+        }
+        let mut classes: Vec<String> = files.iter().map(|(_, c)| c.clone()).collect();
+        classes.sort();
+        classes.dedup();
+        let first = self.classes.len();
+        let index = |c: &str| first + classes.iter().position(|x| x == c).expect("listed");
+        let mut files: Vec<(String, usize)> = files
+            .iter()
+            .map(|(rel, c)| (rel.clone(), index(c)))
+            .collect();
+        files.sort();
+        self.class_source
+            .extend(std::iter::repeat_n(source, classes.len()));
+        self.classes.extend(classes);
+        self.negatives.push(dir.to_path_buf());
+        let (items, bad) = hash_files(files, source, |rel| {
+            source_path(&self.root, &self.negatives, source, rel)
+        });
+        self.items.extend(items);
+        self.unreadable
+            .extend(unreadable.into_iter().map(|u| Unreadable {
+                path: format!("{name}/{}", u.path),
+                reason: u.reason,
+            }));
+        self.unreadable.extend(bad);
+        self.unreadable.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(())
+    }
+
+    fn scan_main(root: &Path) -> Result<Dataset> {
         if !root.is_dir() {
             return Err(Error::Invalid(format!(
                 "dataset folder {} does not exist or is not a folder",
@@ -110,33 +216,13 @@ impl Dataset {
             );
         }
         files.sort();
-        let hashed: Vec<std::result::Result<Item, Unreadable>> = files
-            .into_par_iter()
-            .map(|(rel_path, class_index)| {
-                let path = join_rel(root, &rel_path);
-                match std::fs::read(&path) {
-                    Ok(bytes) => Ok(Item {
-                        sha256: sha256_hex(&bytes),
-                        rel_path,
-                        class_index,
-                    }),
-                    Err(e) => Err(Unreadable {
-                        path: rel_path,
-                        reason: e.to_string(),
-                    }),
-                }
-            })
-            .collect();
-        let mut items = Vec::with_capacity(hashed.len());
-        for h in hashed {
-            match h {
-                Ok(item) => items.push(item),
-                Err(u) => unreadable.push(u),
-            }
-        }
+        let (items, bad) = hash_files(files, 0, |rel| join_rel(root, rel));
+        unreadable.extend(bad);
         unreadable.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Dataset {
             root: root.to_path_buf(),
+            negatives: Vec::new(),
+            class_source: vec![0; classes.len()],
             classes,
             items,
             unreadable,
@@ -145,7 +231,12 @@ impl Dataset {
 
     /// The full path of an item.
     pub fn path(&self, item: &Item) -> PathBuf {
-        join_rel(&self.root, &item.rel_path)
+        source_path(&self.root, &self.negatives, item.source, &item.rel_path)
+    }
+
+    /// Whether a class comes from an extra negatives folder.
+    pub fn is_extra_negative(&self, class_index: usize) -> bool {
+        self.class_source.get(class_index).is_some_and(|&s| s > 0)
     }
 
     /// The class name of an item.
@@ -197,6 +288,54 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     mpox_sdk::hex(&Sha256::digest(bytes))
+}
+
+/// Reads and hashes `(relative path, class)` files in parallel: items, and the unreadable ones.
+fn hash_files(
+    files: Vec<(String, usize)>,
+    source: usize,
+    path_of: impl Fn(&str) -> PathBuf + Sync,
+) -> (Vec<Item>, Vec<Unreadable>) {
+    let hashed: Vec<std::result::Result<Item, Unreadable>> = files
+        .into_par_iter()
+        .map(
+            |(rel_path, class_index)| match std::fs::read(path_of(&rel_path)) {
+                Ok(bytes) => Ok(Item {
+                    sha256: sha256_hex(&bytes),
+                    rel_path,
+                    class_index,
+                    source,
+                }),
+                Err(e) => Err(Unreadable {
+                    path: rel_path,
+                    reason: e.to_string(),
+                }),
+            },
+        )
+        .collect();
+    let mut items = Vec::with_capacity(hashed.len());
+    let mut bad = Vec::new();
+    for h in hashed {
+        match h {
+            Ok(item) => items.push(item),
+            Err(u) => bad.push(u),
+        }
+    }
+    (items, bad)
+}
+
+/// The file behind a relative path of a dataset with extra negatives folders: source 0 is below
+/// `root`; source `k` below `negatives[k - 1]`, whose name is the relative path's first segment.
+pub fn source_path<P: AsRef<Path>>(
+    root: &Path,
+    negatives: &[P],
+    source: usize,
+    rel: &str,
+) -> PathBuf {
+    match source.checked_sub(1).and_then(|k| negatives.get(k)) {
+        Some(neg) => join_rel(neg.as_ref(), rel.split_once('/').map_or("", |(_, r)| r)),
+        None => join_rel(root, rel),
+    }
 }
 
 /// `root` joined with a `/`-separated relative path.
@@ -340,17 +479,21 @@ pub(crate) mod tests {
     fn fingerprint_is_sha256_of_sorted_lines() {
         let ds = Dataset {
             root: PathBuf::from("/nowhere"),
+            negatives: vec![],
             classes: vec!["a".into(), "b".into()],
+            class_source: vec![0, 0],
             items: vec![
                 Item {
                     rel_path: "b/1".into(),
                     class_index: 1,
                     sha256: "ff".into(),
+                    source: 0,
                 },
                 Item {
                     rel_path: "a/2".into(),
                     class_index: 0,
                     sha256: "00".into(),
+                    source: 0,
                 },
             ],
             unreadable: vec![],

@@ -16,11 +16,26 @@ use crate::error::{Error, Result};
 use crate::metrics::{self, BinaryMetrics, ReliabilityBin, RocPoint, ECE_BINS};
 use crate::split::SplitManifest;
 
+/// A photo to evaluate: where it is, its true label index (in the model's labels) and its class
+/// folder (the condition, for per-class rates).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Photo {
+    /// The file.
+    pub path: PathBuf,
+    /// True label index.
+    pub truth: usize,
+    /// Class folder (for extra negatives, `<folder>/<condition>`).
+    pub class: String,
+}
+
 /// One evaluated photo.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Scored {
     /// The photo.
     pub path: PathBuf,
+    /// Its class folder.
+    #[serde(default)]
+    pub class: String,
     /// True label index (in the model's labels).
     pub truth: usize,
     /// Calibrated probability per label.
@@ -57,17 +72,68 @@ pub struct EvalReport {
     pub verdicts: [usize; 3],
     /// Positives among uncertain verdicts (who would be referred).
     pub uncertain_positives: usize,
+    /// Verdict rates per class folder (condition), in class order.
+    #[serde(default)]
+    pub per_class: Vec<ClassRates>,
     /// Per photo.
     pub items: Vec<Scored>,
 }
 
-/// Photos with their true label indices, from a split fold or a whole folder.
+/// How one class folder (condition) fared: its photos' verdicts and how many reach the threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassRates {
+    /// Class folder.
+    pub class: String,
+    /// Whether its photos are positive (mpox).
+    pub positive: bool,
+    /// Photos.
+    pub photos: usize,
+    /// Share with the verdict `likely_mpox`.
+    pub likely_mpox: f64,
+    /// Share with the verdict `uncertain`.
+    pub uncertain: f64,
+    /// Share with the verdict `unlikely`.
+    pub unlikely: f64,
+    /// Share at or above the threshold (sensitivity of a positive class, false-positive rate of
+    /// a negative one).
+    pub at_threshold: f64,
+    /// Share at p ≥ 0.5.
+    pub at_half: f64,
+}
+
+/// Verdict rates per class, from scored photos (classes in first-seen order of a sorted list).
+pub fn class_rates(items: &[Scored], pos: usize, threshold: f64) -> Vec<ClassRates> {
+    let mut classes: Vec<&str> = items.iter().map(|s| s.class.as_str()).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    classes
+        .into_iter()
+        .map(|class| {
+            let of: Vec<&Scored> = items.iter().filter(|s| s.class == class).collect();
+            let n = of.len() as f64;
+            let share = |f: &dyn Fn(&Scored) -> bool| of.iter().filter(|s| f(s)).count() as f64 / n;
+            ClassRates {
+                class: class.to_string(),
+                positive: of.iter().all(|s| s.truth == pos),
+                photos: of.len(),
+                likely_mpox: share(&|s| s.verdict == "likely_mpox"),
+                uncertain: share(&|s| s.verdict == "uncertain"),
+                unlikely: share(&|s| s.verdict == "unlikely"),
+                at_threshold: share(&|s| s.probabilities[pos] >= threshold),
+                at_half: share(&|s| s.probabilities[pos] >= 0.5),
+            }
+        })
+        .collect()
+}
+
+/// Photos with their true label indices, from a split fold or a whole folder (`positive` names
+/// the class folder that is `mpox` for a binary model; the others are `not_mpox`).
 pub fn labelled_photos(
     data: &Path,
     model_labels: &[String],
     positive: Option<&str>,
     split: Option<(&Path, usize)>,
-) -> Result<Vec<(PathBuf, usize)>> {
+) -> Result<Vec<Photo>> {
     let index_of = |label: &str| -> Result<usize> {
         model_labels.iter().position(|l| l == label).ok_or_else(|| {
             Error::Invalid(format!(
@@ -76,18 +142,29 @@ pub fn labelled_photos(
         })
     };
     if let Some((path, fold)) = split {
-        let m = SplitManifest::load(path)?;
-        if fold >= m.folds {
-            return Err(Error::Invalid(format!("the split has no fold {fold}")));
-        }
-        m.check_dataset(&Dataset::scan(data)?)?;
-        let (_, test) = m.fold(fold);
-        return test
+        let parts = SplitManifest::open(path, data, fold)?;
+        return parts
+            .test()
             .into_iter()
-            .map(|i| Ok((m.path_of(i), index_of(&i.label)?)))
+            .map(|i| {
+                Ok(Photo {
+                    path: parts.manifest.path_of(i),
+                    truth: index_of(&i.label)?,
+                    class: i.class.clone(),
+                })
+            })
             .collect();
     }
     let ds = Dataset::scan(data)?;
+    if let Some(p) = positive {
+        if !ds.classes.iter().any(|c| c == p) {
+            return Err(Error::Invalid(format!(
+                "--positive {p:?} is not a class folder of {} (classes: {})",
+                data.display(),
+                ds.classes.join(", ")
+            )));
+        }
+    }
     ds.items
         .iter()
         .map(|item| {
@@ -97,17 +174,17 @@ pub fn labelled_photos(
                 Some(_) => "not_mpox",
                 None => class,
             };
-            Ok((ds.path(item), index_of(label)?))
+            Ok(Photo {
+                path: ds.path(item),
+                truth: index_of(label)?,
+                class: class.to_string(),
+            })
         })
         .collect()
 }
 
 /// Screens every photo and computes the report.
-pub fn evaluate(
-    screener: &Screener,
-    photos: &[(PathBuf, usize)],
-    progress: bool,
-) -> Result<EvalReport> {
+pub fn evaluate(screener: &Screener, photos: &[Photo], progress: bool) -> Result<EvalReport> {
     if photos.is_empty() {
         return Err(Error::Invalid("no photos to evaluate".into()));
     }
@@ -125,7 +202,8 @@ pub fn evaluate(
     };
     let items: Vec<Scored> = photos
         .par_iter()
-        .map(|(path, truth)| {
+        .map(|photo| {
+            let path = &photo.path;
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
             let s = screener
                 .screen(&bytes)
@@ -133,7 +211,8 @@ pub fn evaluate(
             bar.inc(1);
             Ok(Scored {
                 path: path.clone(),
-                truth: *truth,
+                class: photo.class.clone(),
+                truth: photo.truth,
                 probabilities: s
                     .probabilities
                     .iter()
@@ -184,6 +263,7 @@ pub fn evaluate(
         reliability,
         verdicts,
         uncertain_positives,
+        per_class: class_rates(&items, pos, f64::from(meta.threshold)),
         items,
     })
 }
@@ -253,6 +333,10 @@ impl EvalReport {
              Verdicts: {} likely mpox, {} uncertain (refer; {} of them positive), {} unlikely.\n\n",
             c.tp, c.fn_, c.tn, c.fp, self.verdicts[0], self.verdicts[1], self.uncertain_positives, self.verdicts[2]
         ));
+        if self.per_class.len() > 1 {
+            md.push_str(&self.per_class_markdown());
+            md.push('\n');
+        }
         md.push_str("## Confusion matrix (rows: truth, columns: most probable label)\n\n|  |");
         for l in &self.labels {
             md.push_str(&format!(" {l} |"));
@@ -270,6 +354,38 @@ impl EvalReport {
         md.push_str(
             "\n![ROC](roc.png)\n![Reliability](reliability.png)\n![Confusion](confusion.png)\n",
         );
+        if self.per_class.len() > 1 {
+            md.push_str("![Verdicts per class](per_class.png)\n");
+        }
+        md
+    }
+
+    /// The per-class verdict table in Markdown.
+    pub fn per_class_markdown(&self) -> String {
+        Self::class_rates_markdown(&self.per_class)
+    }
+
+    /// A per-class verdict table in Markdown.
+    pub fn class_rates_markdown(rates: &[ClassRates]) -> String {
+        let mut md = String::from(
+            "## Verdicts per class\n\nShare of each class's photos per verdict; for a class of \
+             negatives, \"≥ threshold\" is its false-positive rate.\n\n\
+             | class | mpox? | photos | likely mpox | uncertain | unlikely | ≥ threshold | p ≥ 0.5 |\n\
+             |---|---|---|---|---|---|---|---|\n",
+        );
+        for c in rates {
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % |\n",
+                c.class,
+                if c.positive { "yes" } else { "no" },
+                c.photos,
+                100.0 * c.likely_mpox,
+                100.0 * c.uncertain,
+                100.0 * c.unlikely,
+                100.0 * c.at_threshold,
+                100.0 * c.at_half
+            ));
+        }
         md
     }
 
@@ -293,6 +409,13 @@ impl EvalReport {
             &self.labels,
             &self.confusion_matrix,
         )?;
+        if self.per_class.len() > 1 {
+            crate::plots::class_verdicts(
+                &dir.join("per_class.png"),
+                &format!("{title}: verdicts per class"),
+                &self.per_class,
+            )?;
+        }
         Ok(())
     }
 }

@@ -47,6 +47,7 @@ pub fn untrained_meta(arch: models::Arch, labels: Vec<String>, input_size: u32) 
         temperature: 1.0,
         threshold: 0.5,
         uncertain_band: [0.4, 0.6],
+        recommended_views: 1,
         arch: arch.to_string(),
         trainer_version: VERSION.into(),
         dataset_fingerprint: "untrained".into(),

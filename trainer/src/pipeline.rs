@@ -7,6 +7,7 @@ use candle_core::Device;
 
 use crate::audit::{self, AuditConfig};
 use crate::crossval::{self, CrossvalConfig};
+use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::EvalReport;
 use crate::split::SplitConfig;
@@ -27,6 +28,10 @@ pub struct PipelineConfig {
     pub seed: u64,
     /// Photos per class of the demo set.
     pub demo_per_class: usize,
+    /// Extra folders of negatives (other skin conditions).
+    pub negatives: Vec<PathBuf>,
+    /// External validation set from another source.
+    pub external: Option<PathBuf>,
 }
 
 /// Where the results are.
@@ -36,6 +41,8 @@ pub struct PipelineOutcome {
     pub model: PathBuf,
     /// Its evaluation on the held-out test fold.
     pub report: EvalReport,
+    /// Its evaluation on the external validation set, if one was given.
+    pub external: Option<EvalReport>,
     /// Whether it was trained on generated demo data.
     pub demo: bool,
 }
@@ -65,19 +72,39 @@ pub fn pipeline(
             (d, true)
         }
     };
-    eprintln!("== audit {}", data.display());
-    let report = audit::audit(&data, &AuditConfig::default())?;
-    let json = serde_json::to_string_pretty(&report).expect("audit serialises");
-    crate::atomic::write_atomic(&out.join("audit.json"), json.as_bytes())?;
-    eprint!("{report}");
-    eprintln!("== split (fold 0 tests, fold 1 validates, the others train)");
     let split_config = SplitConfig {
         folds: config.folds,
         seed: config.seed,
         positive: config.positive.clone(),
+        negatives: config.negatives.clone(),
+        audit: AuditConfig {
+            progress,
+            ..AuditConfig::default()
+        },
         ..Default::default()
     };
-    let split_path = crossval::ensure_split(&data, None, out, &split_config)?;
+    // One inspection (every photo decoded and hashed once) serves the audit and the split; a
+    // rerun that finds its split reuses it and inspects nothing.
+    let split_path = out.join("split.json");
+    let inspection = if split_path.exists() {
+        None
+    } else {
+        eprintln!("== audit {}", data.display());
+        for n in &config.negatives {
+            eprintln!("   with negatives {}", n.display());
+        }
+        let dataset = Dataset::scan_with_negatives(&data, &config.negatives)?;
+        let ins = audit::inspect_dataset(dataset, progress);
+        let report = audit::report(&ins, &split_config.audit);
+        let json = serde_json::to_string_pretty(&report).expect("audit serialises");
+        crate::atomic::write_atomic(&out.join("audit.json"), json.as_bytes())?;
+        eprint!("{report}");
+        Some(ins)
+    };
+    eprintln!("== split (fold 0 tests, fold 1 validates, the others train)");
+    let split_path =
+        crossval::ensure_split_with(&data, None, out, &split_config, inspection.as_ref())?;
+    drop(inspection);
     let cv = CrossvalConfig {
         data: data.clone(),
         split: Some(split_path.clone()),
@@ -88,15 +115,18 @@ pub fn pipeline(
         synthetic: None,
         synthetic_ratio: 0.0,
         only_folds: vec![0],
+        negatives: config.negatives.clone(),
+        external: config.external.clone(),
     };
     let dir = out.join("model");
-    let report = crossval::run_fold(&cv, &split_path, 0, &dir, device, progress)?;
+    let reports = crossval::run_fold(&cv, &split_path, 0, &dir, device, progress)?;
     if demo {
         eprintln!("\n*** {DEMO_NOTICE} ***");
     }
     Ok(PipelineOutcome {
         model: dir.join(files::MODEL),
-        report,
+        report: reports.test,
+        external: reports.external,
         demo,
     })
 }

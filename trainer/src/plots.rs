@@ -1,5 +1,6 @@
 //! PNG plots for reports: line charts (training curves, GAN losses and D(x)/D(G(z)) scores),
-//! ROC curves, reliability diagrams and confusion-matrix heatmaps.
+//! ROC curves, reliability diagrams, confusion-matrix heatmaps, grouped bars and per-class
+//! verdict bars.
 //!
 //! Text is drawn with a font compiled into the binary (a Latin subset of DejaVu Sans, see
 //! `trainer/assets/fonts/`) through plotters' `ab_glyph` backend, so plots render the same on a
@@ -100,8 +101,16 @@ fn render(
     path: &Path,
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
 ) -> Result<()> {
+    render_sized(path, PLOT_SIZE, draw)
+}
+
+/// [`render`] on a canvas of `(w, h)` pixels (for charts whose rows grow with the data).
+fn render_sized(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
     register_font()?;
-    let (w, h) = PLOT_SIZE;
     let mut buf = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
@@ -436,6 +445,90 @@ pub fn grouped_bars(
                 .map_err(|e| plot_err(path, e))?;
         }
         legend(&mut chart, path, SeriesLabelPosition::LowerRight)
+    })
+}
+
+/// One horizontal bar per class, stacked by verdict share (likely mpox, uncertain, unlikely), with
+/// each class's share at or above the threshold printed beside it: "false-positive rate on
+/// psoriasis" at a glance. The canvas grows with the number of classes.
+pub fn class_verdicts(
+    path: &Path,
+    title: &str,
+    classes: &[crate::evaluate::ClassRates],
+) -> Result<()> {
+    let n = classes.len().max(1);
+    let size = (PLOT_SIZE.0 + 200, (140 + 24 * n as u32).max(PLOT_SIZE.1));
+    let label = |c: &crate::evaluate::ClassRates| {
+        let mut name = c.class.clone();
+        if name.chars().count() > 40 {
+            name = name.chars().take(37).collect::<String>() + "...";
+        }
+        format!(
+            "{name}{} (n={})",
+            if c.positive { " [mpox]" } else { "" },
+            c.photos
+        )
+    };
+    render_sized(path, size, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 24))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(330)
+            .build_cartesian_2d(0f64..1.25, -0.5f64..n as f64 - 0.5)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < classes.len() {
+                    label(&classes[classes.len() - 1 - i as usize])
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("share of the class's photos")
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 16))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        type Span = fn(&crate::evaluate::ClassRates) -> (f64, f64);
+        let parts: [(&str, RGBColor, Span); 3] = [
+            ("likely mpox", COLOURS[3], |c| (0.0, c.likely_mpox)),
+            ("uncertain", COLOURS[1], |c| {
+                (c.likely_mpox, c.likely_mpox + c.uncertain)
+            }),
+            ("unlikely", COLOURS[2], |c| {
+                (c.likely_mpox + c.uncertain, 1.0)
+            }),
+        ];
+        for (name, colour, span) in parts {
+            chart
+                .draw_series(classes.iter().enumerate().map(|(i, c)| {
+                    let y = (classes.len() - 1 - i) as f64;
+                    let (a, b) = span(c);
+                    Rectangle::new([(a, y - 0.38), (b, y + 0.38)], colour.filled())
+                }))
+                .map_err(|e| plot_err(path, e))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 16, y + 6)], colour.filled())
+                });
+        }
+        chart
+            .draw_series(classes.iter().enumerate().map(|(i, c)| {
+                let y = (classes.len() - 1 - i) as f64;
+                Text::new(
+                    format!("{:.0} % >= thr", 100.0 * c.at_threshold),
+                    (1.02, y + 0.3),
+                    (FAMILY, 13).into_font(),
+                )
+            }))
+            .map_err(|e| plot_err(path, e))?;
+        legend(&mut chart, path, SeriesLabelPosition::UpperRight)
     })
 }
 

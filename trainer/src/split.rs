@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{inspect, AuditConfig, UnionFind};
+use crate::audit::{inspect_dataset, AuditConfig, Inspection, UnionFind};
 use crate::dataset::{Dataset, Unreadable};
 use crate::error::{Error, Result};
 
@@ -55,6 +55,9 @@ pub struct SplitConfig {
     pub patient_regex: String,
     /// Near-duplicate detection settings (the progress flag shows a bar while hashing).
     pub audit: AuditConfig,
+    /// Extra folders whose photos are all `not_mpox` (needs `positive`); split into the same
+    /// folds, deduplicated against the main data.
+    pub negatives: Vec<PathBuf>,
 }
 
 impl Default for SplitConfig {
@@ -65,6 +68,7 @@ impl Default for SplitConfig {
             positive: None,
             patient_regex: DEFAULT_PATIENT_REGEX.into(),
             audit: AuditConfig::default(),
+            negatives: Vec::new(),
         }
     }
 }
@@ -86,6 +90,13 @@ pub struct SplitItem {
     pub fold: usize,
     /// SHA-256 of the file.
     pub sha256: String,
+    /// 0: the main data folder; `k`: the `k`-th extra negatives folder.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub source: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A photo left out of every fold.
@@ -104,6 +115,10 @@ pub struct SplitManifest {
     pub version: u32,
     /// The data folder the paths are relative to, as given.
     pub data_root: String,
+    /// Extra negatives folders, as given (items of source `k` lie in the `k`-th, below the
+    /// first segment of their path).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub negatives: Vec<String>,
     /// [`Dataset::fingerprint`] of that folder when the split was made.
     pub dataset_fingerprint: String,
     /// Seed used.
@@ -126,7 +141,77 @@ pub struct SplitManifest {
     pub excluded: Vec<Excluded>,
 }
 
+/// One fold of a split, opened for use: its test part is fold `fold`, its validation part the
+/// next fold, and the rest trains. The one place that rule lives (training, evaluation and the GAN
+/// all ask it).
+#[derive(Clone, Debug)]
+pub struct FoldParts {
+    /// The manifest.
+    pub manifest: SplitManifest,
+    /// The fold whose test part is held out (`None`: nothing is held out for testing).
+    pub fold: Option<usize>,
+    /// The fold that validates.
+    pub val_fold: usize,
+}
+
+impl FoldParts {
+    /// The training photos.
+    pub fn train(&self) -> Vec<&SplitItem> {
+        self.pick(|i| Some(i.fold) != self.fold && i.fold != self.val_fold)
+    }
+
+    /// The validation photos.
+    pub fn val(&self) -> Vec<&SplitItem> {
+        self.pick(|i| i.fold == self.val_fold)
+    }
+
+    /// The test photos.
+    pub fn test(&self) -> Vec<&SplitItem> {
+        self.pick(|i| Some(i.fold) == self.fold)
+    }
+
+    fn pick(&self, f: impl Fn(&SplitItem) -> bool) -> Vec<&SplitItem> {
+        self.manifest.items.iter().filter(|i| f(i)).collect()
+    }
+}
+
 impl SplitManifest {
+    /// Loads the manifest at `path`, checks that `fold` exists and that the data at `root` (with
+    /// the manifest's extra negatives folders) is the data it was made on, and opens that fold.
+    pub fn open(path: &Path, root: &Path, fold: usize) -> Result<FoldParts> {
+        let manifest = Self::load(path)?;
+        if fold >= manifest.folds {
+            return Err(Error::Invalid(format!(
+                "fold {fold} does not exist: the split has {} folds (0..{})",
+                manifest.folds,
+                manifest.folds - 1
+            )));
+        }
+        let negatives: Vec<PathBuf> = manifest.negatives.iter().map(PathBuf::from).collect();
+        manifest.check_dataset(&Dataset::scan_with_negatives(root, &negatives)?)?;
+        Ok(manifest.into_fold(fold))
+    }
+
+    /// This manifest's fold `fold` (not checked against the data: see [`SplitManifest::open`]).
+    pub fn into_fold(self, fold: usize) -> FoldParts {
+        let val_fold = (fold + 1) % self.folds;
+        FoldParts {
+            manifest: self,
+            fold: Some(fold),
+            val_fold,
+        }
+    }
+
+    /// Every photo outside fold `val_fold` trains, that fold validates, none is held out for
+    /// testing (a run without a split of its own).
+    pub fn without_test(self, val_fold: usize) -> FoldParts {
+        FoldParts {
+            manifest: self,
+            fold: None,
+            val_fold,
+        }
+    }
+
     /// (training items, test items) of fold `k`: the test part is fold `k`, training is the rest.
     pub fn fold(&self, k: usize) -> (Vec<&SplitItem>, Vec<&SplitItem>) {
         self.items.iter().partition(|i| i.fold != k)
@@ -143,9 +228,12 @@ impl SplitManifest {
 
     /// Full path of an item.
     pub fn path_of(&self, item: &SplitItem) -> PathBuf {
-        let mut p = PathBuf::from(&self.data_root);
-        p.extend(item.path.split('/'));
-        p
+        crate::dataset::source_path(
+            Path::new(&self.data_root),
+            &self.negatives,
+            item.source,
+            &item.path,
+        )
     }
 
     /// Fails unless `dataset` has the fingerprint the split was made on (a changed folder would
@@ -261,7 +349,18 @@ pub fn patient_id(re: &Regex, file_name: &str) -> Option<String> {
 
 /// Scans, decodes and hashes `root`, finds near-duplicates, and splits.
 pub fn split(root: &Path, config: &SplitConfig) -> Result<SplitManifest> {
-    let ins = inspect(root, config.audit.progress)?;
+    let dataset = Dataset::scan_with_negatives(root, &config.negatives)?;
+    split_inspected(&inspect_dataset(dataset, config.audit.progress), config)
+}
+
+/// Splits an already inspected dataset (so that `pipeline` decodes and hashes each photo once
+/// for both its audit and its split).
+pub fn split_inspected(ins: &Inspection, config: &SplitConfig) -> Result<SplitManifest> {
+    if ins.dataset.negatives != config.negatives {
+        return Err(Error::Invalid(
+            "the inspection was made with other negatives folders than the split asks for".into(),
+        ));
+    }
     let near: Vec<(usize, usize)> = ins
         .near_pairs(&config.audit)
         .iter()
@@ -290,7 +389,7 @@ pub fn build_manifest(
             config.patient_regex
         ))
     })?;
-    let (labels, label_of_class) = labels(&dataset.classes, config.positive.as_deref())?;
+    let (labels, label_of_class) = labels(dataset, config.positive.as_deref())?;
     let items = &dataset.items;
     let n = items.len();
 
@@ -319,14 +418,37 @@ pub fn build_manifest(
         }
     }
     for group in dups.groups() {
-        let classes: BTreeSet<usize> = group.iter().map(|&i| items[i].class_index).collect();
-        if classes.len() < 2 {
+        // Main-data classes: two of them in one group is a label conflict. An extra negative
+        // that duplicates a main-data photo is a conflict if that photo is positive, and
+        // otherwise a redundant copy, dropped in favour of the main data's.
+        let main: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| items[i].source == 0)
+            .collect();
+        let classes: BTreeSet<usize> = main.iter().map(|&i| items[i].class_index).collect();
+        let extra = main.len() < group.len();
+        let positive_main = main
+            .iter()
+            .any(|&i| labels[label_of_class[items[i].class_index]] == BINARY_LABELS[1]);
+        if classes.len() < 2 && !(extra && positive_main) {
+            if extra && !main.is_empty() {
+                let keep = items[main[0]].rel_path.clone();
+                for &i in group.iter().filter(|&&i| items[i].source > 0) {
+                    excluded
+                        .entry(i)
+                        .or_insert_with(|| format!("duplicates {keep} of the main data"));
+                }
+            }
             continue;
         }
         for &i in &group {
             let others: Vec<String> = group
                 .iter()
-                .filter(|&&j| items[j].class_index != items[i].class_index)
+                .filter(|&&j| {
+                    items[j].class_index != items[i].class_index
+                        && (items[j].source == 0 || items[i].source == 0)
+                })
                 .map(|&j| items[j].rel_path.clone())
                 .collect();
             let kind = if group.iter().any(|&j| {
@@ -412,6 +534,7 @@ pub fn build_manifest(
                 group: g,
                 fold: fold_of_group[g],
                 sha256: item.sha256.clone(),
+                source: item.source,
             });
         }
     }
@@ -432,6 +555,11 @@ pub fn build_manifest(
     Ok(SplitManifest {
         version: MANIFEST_VERSION,
         data_root: dataset.root.display().to_string(),
+        negatives: dataset
+            .negatives
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         dataset_fingerprint: dataset.fingerprint(),
         seed: config.seed,
         folds: config.folds,
@@ -445,12 +573,21 @@ pub fn build_manifest(
     })
 }
 
-/// The labels and each class's label index.
-fn labels(classes: &[String], positive: Option<&str>) -> Result<(Vec<String>, Vec<usize>)> {
+/// The labels and each class's label index (extra negatives' conditions are all `not_mpox`).
+fn labels(dataset: &Dataset, positive: Option<&str>) -> Result<(Vec<String>, Vec<usize>)> {
+    let classes = &dataset.classes;
     match positive {
+        None if !dataset.negatives.is_empty() => Err(Error::Invalid(
+            "extra negatives folders need a binary split: name the mpox class with --positive"
+                .into(),
+        )),
         None => Ok((classes.to_vec(), (0..classes.len()).collect())),
         Some(p) => {
-            if !classes.iter().any(|c| c == p) {
+            if !classes
+                .iter()
+                .enumerate()
+                .any(|(k, c)| c == p && !dataset.is_extra_negative(k))
+            {
                 return Err(Error::Invalid(format!(
                     "positive class {p:?} is not a class folder (classes: {})",
                     classes.join(", ")
@@ -458,7 +595,11 @@ fn labels(classes: &[String], positive: Option<&str>) -> Result<(Vec<String>, Ve
             }
             Ok((
                 BINARY_LABELS.iter().map(|s| s.to_string()).collect(),
-                classes.iter().map(|c| usize::from(c == p)).collect(),
+                classes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| usize::from(c == p && !dataset.is_extra_negative(k)))
+                    .collect(),
             ))
         }
     }
@@ -588,6 +729,7 @@ mod tests {
                 rel_path: format!("{}/{name}", classes[class_index]),
                 class_index,
                 sha256: format!("{k:064x}"),
+                source: 0,
             });
         }
         // Exact copies within a class.
@@ -618,6 +760,8 @@ mod tests {
         }
         let ds = Dataset {
             root: PathBuf::from("/data"),
+            negatives: vec![],
+            class_source: vec![0; classes.len()],
             classes,
             items,
             unreadable: vec![],
@@ -632,6 +776,7 @@ mod tests {
             positive: positive.map(String::from),
             patient_regex: DEFAULT_PATIENT_REGEX.into(),
             audit: AuditConfig::default(),
+            negatives: Vec::new(),
         }
     }
 

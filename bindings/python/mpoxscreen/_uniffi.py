@@ -534,6 +534,8 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_mpoxscreen_checksum_method_screener_screen_rgba() != 51069:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_mpoxscreen_checksum_method_screener_views() != 1456:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_mpoxscreen_checksum_constructor_screener_from_bytes() != 65183:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_mpoxscreen_checksum_constructor_screener_from_path() != 55345:
@@ -582,6 +584,9 @@ _UniffiLib.uniffi_mpoxscreen_checksum_method_screener_screen.restype = ctypes.c_
 _UniffiLib.uniffi_mpoxscreen_checksum_method_screener_screen_rgba.argtypes = (
 )
 _UniffiLib.uniffi_mpoxscreen_checksum_method_screener_screen_rgba.restype = ctypes.c_uint16
+_UniffiLib.uniffi_mpoxscreen_checksum_method_screener_views.argtypes = (
+)
+_UniffiLib.uniffi_mpoxscreen_checksum_method_screener_views.restype = ctypes.c_uint16
 _UniffiLib.uniffi_mpoxscreen_checksum_constructor_screener_from_bytes.argtypes = (
 )
 _UniffiLib.uniffi_mpoxscreen_checksum_constructor_screener_from_bytes.restype = ctypes.c_uint16
@@ -615,6 +620,11 @@ _UniffiLib.uniffi_mpoxscreen_fn_method_screener_screen_rgba.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_mpoxscreen_fn_method_screener_screen_rgba.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_mpoxscreen_fn_method_screener_views.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_mpoxscreen_fn_method_screener_views.restype = ctypes.c_int32
 _UniffiLib.uniffi_mpoxscreen_fn_constructor_screener_from_bytes.argtypes = (
     _UniffiRustBuffer,
     _UniffiRustBuffer,
@@ -907,7 +917,7 @@ class ModelInfo:
     """
     Facts about the loaded model, from its file.
 """
-    def __init__(self, *, labels:typing.List[str], positive_label:str, input_size:int, resize:int, mean:typing.List[float], std:typing.List[float], temperature:float, threshold:float, uncertain_low:float, uncertain_high:float, arch:str, trainer_version:str, dataset_fingerprint:str, metrics_json:str, created:str, sha256:str, model_id:str, cam_width:int, cam_height:int):
+    def __init__(self, *, labels:typing.List[str], positive_label:str, input_size:int, resize:int, mean:typing.List[float], std:typing.List[float], temperature:float, threshold:float, uncertain_low:float, uncertain_high:float, recommended_views:int, arch:str, trainer_version:str, dataset_fingerprint:str, metrics_json:str, created:str, sha256:str, model_id:str, cam_width:int, cam_height:int):
         self.labels = labels
         self.positive_label = positive_label
         self.input_size = input_size
@@ -918,6 +928,7 @@ class ModelInfo:
         self.threshold = threshold
         self.uncertain_low = uncertain_low
         self.uncertain_high = uncertain_high
+        self.recommended_views = recommended_views
         self.arch = arch
         self.trainer_version = trainer_version
         self.dataset_fingerprint = dataset_fingerprint
@@ -932,7 +943,7 @@ class ModelInfo:
 
     
     def __str__(self):
-        return "ModelInfo(labels={}, positive_label={}, input_size={}, resize={}, mean={}, std={}, temperature={}, threshold={}, uncertain_low={}, uncertain_high={}, arch={}, trainer_version={}, dataset_fingerprint={}, metrics_json={}, created={}, sha256={}, model_id={}, cam_width={}, cam_height={})".format(self.labels, self.positive_label, self.input_size, self.resize, self.mean, self.std, self.temperature, self.threshold, self.uncertain_low, self.uncertain_high, self.arch, self.trainer_version, self.dataset_fingerprint, self.metrics_json, self.created, self.sha256, self.model_id, self.cam_width, self.cam_height)
+        return "ModelInfo(labels={}, positive_label={}, input_size={}, resize={}, mean={}, std={}, temperature={}, threshold={}, uncertain_low={}, uncertain_high={}, recommended_views={}, arch={}, trainer_version={}, dataset_fingerprint={}, metrics_json={}, created={}, sha256={}, model_id={}, cam_width={}, cam_height={})".format(self.labels, self.positive_label, self.input_size, self.resize, self.mean, self.std, self.temperature, self.threshold, self.uncertain_low, self.uncertain_high, self.recommended_views, self.arch, self.trainer_version, self.dataset_fingerprint, self.metrics_json, self.created, self.sha256, self.model_id, self.cam_width, self.cam_height)
     def __eq__(self, other):
         if self.labels != other.labels:
             return False
@@ -953,6 +964,8 @@ class ModelInfo:
         if self.uncertain_low != other.uncertain_low:
             return False
         if self.uncertain_high != other.uncertain_high:
+            return False
+        if self.recommended_views != other.recommended_views:
             return False
         if self.arch != other.arch:
             return False
@@ -988,6 +1001,7 @@ class _UniffiFfiConverterTypeModelInfo(_UniffiConverterRustBuffer):
             threshold=_UniffiFfiConverterFloat32.read(buf),
             uncertain_low=_UniffiFfiConverterFloat32.read(buf),
             uncertain_high=_UniffiFfiConverterFloat32.read(buf),
+            recommended_views=_UniffiFfiConverterInt32.read(buf),
             arch=_UniffiFfiConverterString.read(buf),
             trainer_version=_UniffiFfiConverterString.read(buf),
             dataset_fingerprint=_UniffiFfiConverterString.read(buf),
@@ -1011,6 +1025,7 @@ class _UniffiFfiConverterTypeModelInfo(_UniffiConverterRustBuffer):
         _UniffiFfiConverterFloat32.check_lower(value.threshold)
         _UniffiFfiConverterFloat32.check_lower(value.uncertain_low)
         _UniffiFfiConverterFloat32.check_lower(value.uncertain_high)
+        _UniffiFfiConverterInt32.check_lower(value.recommended_views)
         _UniffiFfiConverterString.check_lower(value.arch)
         _UniffiFfiConverterString.check_lower(value.trainer_version)
         _UniffiFfiConverterString.check_lower(value.dataset_fingerprint)
@@ -1033,6 +1048,7 @@ class _UniffiFfiConverterTypeModelInfo(_UniffiConverterRustBuffer):
         _UniffiFfiConverterFloat32.write(value.threshold, buf)
         _UniffiFfiConverterFloat32.write(value.uncertain_low, buf)
         _UniffiFfiConverterFloat32.write(value.uncertain_high, buf)
+        _UniffiFfiConverterInt32.write(value.recommended_views, buf)
         _UniffiFfiConverterString.write(value.arch, buf)
         _UniffiFfiConverterString.write(value.trainer_version, buf)
         _UniffiFfiConverterString.write(value.dataset_fingerprint, buf)
@@ -1184,13 +1200,38 @@ class _UniffiFfiConverterOptionalTypeQualityThresholds(_UniffiConverterRustBuffe
         else:
             raise InternalError("Unexpected flag byte for optional type")
 
+class _UniffiFfiConverterOptionalInt32(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterInt32.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterInt32.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterInt32.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
 @dataclass
 class ScreenerConfig:
     """
     How a [`Screener`] loads its model and screens photos. Every field has a default, so
     `ScreenerConfig()` is a sensible start in every language.
 """
-    def __init__(self, *, expected_sha256:typing.Optional[str] = _DEFAULT, heatmap:bool = False, limits:typing.Optional[ImageLimits] = _DEFAULT, quality:typing.Optional[QualityThresholds] = _DEFAULT):
+    def __init__(self, *, expected_sha256:typing.Optional[str] = _DEFAULT, heatmap:bool = False, limits:typing.Optional[ImageLimits] = _DEFAULT, quality:typing.Optional[QualityThresholds] = _DEFAULT, views:typing.Optional[int] = _DEFAULT):
         if expected_sha256 is _DEFAULT:
             self.expected_sha256 = None
         else:
@@ -1204,12 +1245,16 @@ class ScreenerConfig:
             self.quality = None
         else:
             self.quality = quality
+        if views is _DEFAULT:
+            self.views = None
+        else:
+            self.views = views
         
         
 
     
     def __str__(self):
-        return "ScreenerConfig(expected_sha256={}, heatmap={}, limits={}, quality={})".format(self.expected_sha256, self.heatmap, self.limits, self.quality)
+        return "ScreenerConfig(expected_sha256={}, heatmap={}, limits={}, quality={}, views={})".format(self.expected_sha256, self.heatmap, self.limits, self.quality, self.views)
     def __eq__(self, other):
         if self.expected_sha256 != other.expected_sha256:
             return False
@@ -1218,6 +1263,8 @@ class ScreenerConfig:
         if self.limits != other.limits:
             return False
         if self.quality != other.quality:
+            return False
+        if self.views != other.views:
             return False
         return True
 
@@ -1229,6 +1276,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
             heatmap=_UniffiFfiConverterBoolean.read(buf),
             limits=_UniffiFfiConverterOptionalTypeImageLimits.read(buf),
             quality=_UniffiFfiConverterOptionalTypeQualityThresholds.read(buf),
+            views=_UniffiFfiConverterOptionalInt32.read(buf),
         )
 
     @staticmethod
@@ -1237,6 +1285,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterBoolean.check_lower(value.heatmap)
         _UniffiFfiConverterOptionalTypeImageLimits.check_lower(value.limits)
         _UniffiFfiConverterOptionalTypeQualityThresholds.check_lower(value.quality)
+        _UniffiFfiConverterOptionalInt32.check_lower(value.views)
 
     @staticmethod
     def write(value, buf):
@@ -1244,6 +1293,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterBoolean.write(value.heatmap, buf)
         _UniffiFfiConverterOptionalTypeImageLimits.write(value.limits, buf)
         _UniffiFfiConverterOptionalTypeQualityThresholds.write(value.quality, buf)
+        _UniffiFfiConverterOptionalInt32.write(value.views, buf)
 
 class _UniffiFfiConverterSequenceTypeClassProbability(_UniffiConverterRustBuffer):
     @classmethod
@@ -1760,8 +1810,9 @@ class MpoxError(Exception):
     """
     Everything that can go wrong while loading a model or screening a photo.
 
-    `Model*` variants blame the model file, `Image*` the photo, `InvalidFrame` the caller's pixel
-    buffer, `Io` the file system, `Inference` the engine and `Internal` this library.
+    `Model*` variants blame the model file, `Image*` the photo, `InvalidOption` the caller's
+    configuration, `InvalidFrame` the caller's pixel buffer, `Io` the file system, `Inference` the
+    engine and `Internal` this library.
 """
     pass
 
@@ -1771,8 +1822,9 @@ class MpoxError:  # type: ignore
     """
     Everything that can go wrong while loading a model or screening a photo.
 
-    `Model*` variants blame the model file, `Image*` the photo, `InvalidFrame` the caller's pixel
-    buffer, `Io` the file system, `Inference` the engine and `Internal` this library.
+    `Model*` variants blame the model file, `Image*` the photo, `InvalidOption` the caller's
+    configuration, `InvalidFrame` the caller's pixel buffer, `Io` the file system, `Inference` the
+    engine and `Internal` this library.
 """
     
     class Io(_UniffiTempMpoxError):
@@ -1867,6 +1919,22 @@ class MpoxError:  # type: ignore
         def __repr__(self):
             return "MpoxError.ModelContract({})".format(str(self))
     _UniffiTempMpoxError.ModelContract = ModelContract # type: ignore
+    class InvalidOption(_UniffiTempMpoxError):
+        """
+        A `ScreenerConfig` field has a value the library does not accept (e.g. `views` = 3).
+"""
+        
+        def __init__(self, option, reason):
+            super().__init__(", ".join([
+                "option={!r}".format(option),
+                "reason={!r}".format(reason),
+            ]))
+            self.option = option
+            self.reason = reason
+
+        def __repr__(self):
+            return "MpoxError.InvalidOption({})".format(str(self))
+    _UniffiTempMpoxError.InvalidOption = InvalidOption # type: ignore
     class ImageEmpty(_UniffiTempMpoxError):
         """
         The image bytes are empty.
@@ -2024,16 +2092,21 @@ class _UniffiFfiConverterTypeMpoxError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 7:
-            return MpoxError.ImageEmpty(
+            return MpoxError.InvalidOption(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
             )
         if variant == 8:
-            return MpoxError.ImageFormat(
+            return MpoxError.ImageEmpty(
             )
         if variant == 9:
+            return MpoxError.ImageFormat(
+            )
+        if variant == 10:
             return MpoxError.ImageDecode(
                 _UniffiFfiConverterString.read(buf),
             )
-        if variant == 10:
+        if variant == 11:
             return MpoxError.ImageTooLarge(
                 _UniffiFfiConverterInt64.read(buf),
                 _UniffiFfiConverterInt64.read(buf),
@@ -2041,21 +2114,21 @@ class _UniffiFfiConverterTypeMpoxError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterInt64.read(buf),
                 _UniffiFfiConverterInt64.read(buf),
             )
-        if variant == 11:
+        if variant == 12:
             return MpoxError.ImageTooSmall(
                 _UniffiFfiConverterInt64.read(buf),
                 _UniffiFfiConverterInt64.read(buf),
                 _UniffiFfiConverterInt64.read(buf),
             )
-        if variant == 12:
+        if variant == 13:
             return MpoxError.InvalidFrame(
                 _UniffiFfiConverterString.read(buf),
             )
-        if variant == 13:
+        if variant == 14:
             return MpoxError.Inference(
                 _UniffiFfiConverterString.read(buf),
             )
-        if variant == 14:
+        if variant == 15:
             return MpoxError.Internal(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -2083,6 +2156,10 @@ class _UniffiFfiConverterTypeMpoxError(_UniffiConverterRustBuffer):
             _UniffiFfiConverterString.check_lower(value.reason)
             return
         if isinstance(value, MpoxError.ModelContract):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            return
+        if isinstance(value, MpoxError.InvalidOption):
+            _UniffiFfiConverterString.check_lower(value.option)
             _UniffiFfiConverterString.check_lower(value.reason)
             return
         if isinstance(value, MpoxError.ImageEmpty):
@@ -2138,33 +2215,37 @@ class _UniffiFfiConverterTypeMpoxError(_UniffiConverterRustBuffer):
         if isinstance(value, MpoxError.ModelContract):
             buf.write_i32(6)
             _UniffiFfiConverterString.write(value.reason, buf)
-        if isinstance(value, MpoxError.ImageEmpty):
+        if isinstance(value, MpoxError.InvalidOption):
             buf.write_i32(7)
-        if isinstance(value, MpoxError.ImageFormat):
+            _UniffiFfiConverterString.write(value.option, buf)
+            _UniffiFfiConverterString.write(value.reason, buf)
+        if isinstance(value, MpoxError.ImageEmpty):
             buf.write_i32(8)
-        if isinstance(value, MpoxError.ImageDecode):
+        if isinstance(value, MpoxError.ImageFormat):
             buf.write_i32(9)
+        if isinstance(value, MpoxError.ImageDecode):
+            buf.write_i32(10)
             _UniffiFfiConverterString.write(value.reason, buf)
         if isinstance(value, MpoxError.ImageTooLarge):
-            buf.write_i32(10)
+            buf.write_i32(11)
             _UniffiFfiConverterInt64.write(value.width, buf)
             _UniffiFfiConverterInt64.write(value.height, buf)
             _UniffiFfiConverterInt64.write(value.max_width, buf)
             _UniffiFfiConverterInt64.write(value.max_height, buf)
             _UniffiFfiConverterInt64.write(value.max_pixels, buf)
         if isinstance(value, MpoxError.ImageTooSmall):
-            buf.write_i32(11)
+            buf.write_i32(12)
             _UniffiFfiConverterInt64.write(value.width, buf)
             _UniffiFfiConverterInt64.write(value.height, buf)
             _UniffiFfiConverterInt64.write(value.min_side, buf)
         if isinstance(value, MpoxError.InvalidFrame):
-            buf.write_i32(12)
-            _UniffiFfiConverterString.write(value.reason, buf)
-        if isinstance(value, MpoxError.Inference):
             buf.write_i32(13)
             _UniffiFfiConverterString.write(value.reason, buf)
-        if isinstance(value, MpoxError.Internal):
+        if isinstance(value, MpoxError.Inference):
             buf.write_i32(14)
+            _UniffiFfiConverterString.write(value.reason, buf)
+        if isinstance(value, MpoxError.Internal):
+            buf.write_i32(15)
             _UniffiFfiConverterString.write(value.reason, buf)
 
 class _UniffiFfiConverterBytes(_UniffiConverterRustBuffer):
@@ -2209,6 +2290,11 @@ class ScreenerProtocol(typing.Protocol):
         """
         Screens a raw camera frame: `width × height` RGBA pixels, row-major, 4 bytes per pixel, no
         row padding.
+"""
+        raise NotImplementedError
+    def views(self, ) -> int:
+        """
+        Test-time views each screening averages (the config's, else the model's recommendation).
 """
         raise NotImplementedError
 
@@ -2342,6 +2428,21 @@ class Screener(ScreenerProtocol):
         _uniffi_ffi_result = _uniffi_rust_call_with_error(
             _uniffi_error_converter,
             _UniffiLib.uniffi_mpoxscreen_fn_method_screener_screen_rgba,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def views(self, ) -> int:
+        """
+        Test-time views each screening averages (the config's, else the model's recommendation).
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterInt32.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_mpoxscreen_fn_method_screener_views,
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)

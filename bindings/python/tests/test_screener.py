@@ -166,6 +166,23 @@ def test_limits_and_quality_thresholds_from_the_config(model_bytes, reference):
         )
 
 
+def test_views_average_mirror_images_and_other_counts_are_refused(screener, model_bytes):
+    # A left-right gradient: its mirror image is a different photo to the network.
+    w, h = 150, 120
+    frame = gradient_rgba(w, h)
+    assert screener.info().recommended_views == 1 and screener.views() == 1
+    one = Screener.from_bytes(model_bytes, ScreenerConfig(views=1)).screen_rgba(w, h, frame)
+    assert one.logits == screener.screen_rgba(w, h, frame).logits
+    two_views = Screener.from_bytes(model_bytes, ScreenerConfig(views=2))
+    assert two_views.views() == 2
+    two = two_views.screen_rgba(w, h, frame)
+    assert two.probability_mpox != one.probability_mpox, one.probability_mpox
+    for bad in (3, 0, -2):
+        with pytest.raises(MpoxError.InvalidOption) as e:
+            Screener.from_bytes(model_bytes, ScreenerConfig(views=bad))
+        assert e.value.option == "views" and str(bad) in e.value.reason
+
+
 def test_four_threads_give_identical_results(screener, reference):
     photos = [open(r.file, "rb").read() for r in reference]
     expected = [screener.screen(p).logits for p in photos]

@@ -640,6 +640,11 @@ public protocol ScreenerProtocol: AnyObject, Sendable {
      */
     func screenRgba(width: Int32, height: Int32, pixels: Data) throws  -> Screening
     
+    /**
+     * Test-time views each screening averages (the config's, else the model's recommendation).
+     */
+    func views()  -> Int32
+    
 }
 /**
  * A loaded screening model. Load it once (it takes ~100 ms), then screen any number of photos,
@@ -762,6 +767,18 @@ open func screenRgba(width: Int32, height: Int32, pixels: Data)throws  -> Screen
         FfiConverterInt32.lower(width),
         FfiConverterInt32.lower(height),
         FfiConverterData.lower(pixels),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Test-time views each screening averages (the config's, else the model's recommendation).
+     */
+open func views() -> Int32  {
+    return try!  FfiConverterInt32.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_mpoxscreen_fn_method_screener_views(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1108,6 +1125,10 @@ public struct ModelInfo: Equatable, Hashable {
      */
     public var uncertainHigh: Float
     /**
+     * Test-time views the model file recommends (1 when it says nothing).
+     */
+    public var recommendedViews: Int32
+    /**
      * Network architecture, e.g. `mobilenet_v2` or `resnet18`.
      */
     public var arch: String
@@ -1178,6 +1199,9 @@ public struct ModelInfo: Equatable, Hashable {
          * Upper edge of the uncertain band.
          */uncertainHigh: Float, 
         /**
+         * Test-time views the model file recommends (1 when it says nothing).
+         */recommendedViews: Int32, 
+        /**
          * Network architecture, e.g. `mobilenet_v2` or `resnet18`.
          */arch: String, 
         /**
@@ -1214,6 +1238,7 @@ public struct ModelInfo: Equatable, Hashable {
         self.threshold = threshold
         self.uncertainLow = uncertainLow
         self.uncertainHigh = uncertainHigh
+        self.recommendedViews = recommendedViews
         self.arch = arch
         self.trainerVersion = trainerVersion
         self.datasetFingerprint = datasetFingerprint
@@ -1251,6 +1276,7 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
                 threshold: FfiConverterFloat.read(from: &buf), 
                 uncertainLow: FfiConverterFloat.read(from: &buf), 
                 uncertainHigh: FfiConverterFloat.read(from: &buf), 
+                recommendedViews: FfiConverterInt32.read(from: &buf), 
                 arch: FfiConverterString.read(from: &buf), 
                 trainerVersion: FfiConverterString.read(from: &buf), 
                 datasetFingerprint: FfiConverterString.read(from: &buf), 
@@ -1274,6 +1300,7 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
         FfiConverterFloat.write(value.threshold, into: &buf)
         FfiConverterFloat.write(value.uncertainLow, into: &buf)
         FfiConverterFloat.write(value.uncertainHigh, into: &buf)
+        FfiConverterInt32.write(value.recommendedViews, into: &buf)
         FfiConverterString.write(value.arch, into: &buf)
         FfiConverterString.write(value.trainerVersion, into: &buf)
         FfiConverterString.write(value.datasetFingerprint, into: &buf)
@@ -1403,6 +1430,12 @@ public struct ScreenerConfig: Equatable, Hashable {
      * Quality thresholds; `None` keeps the defaults of [`QualityThresholds`].
      */
     public var quality: QualityThresholds?
+    /**
+     * Test-time views averaged per screening: 1, 2, 4 or 8 (about that many times the work);
+     * `None` takes the model's recommendation (`ModelInfo.recommended_views`). Any other count
+     * fails loading with `InvalidOption`.
+     */
+    public var views: Int32?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1419,11 +1452,17 @@ public struct ScreenerConfig: Equatable, Hashable {
          */limits: ImageLimits? = nil, 
         /**
          * Quality thresholds; `None` keeps the defaults of [`QualityThresholds`].
-         */quality: QualityThresholds? = nil) {
+         */quality: QualityThresholds? = nil, 
+        /**
+         * Test-time views averaged per screening: 1, 2, 4 or 8 (about that many times the work);
+         * `None` takes the model's recommendation (`ModelInfo.recommended_views`). Any other count
+         * fails loading with `InvalidOption`.
+         */views: Int32? = nil) {
         self.expectedSha256 = expectedSha256
         self.heatmap = heatmap
         self.limits = limits
         self.quality = quality
+        self.views = views
     }
 
     
@@ -1445,7 +1484,8 @@ public struct FfiConverterTypeScreenerConfig: FfiConverterRustBuffer {
                 expectedSha256: FfiConverterOptionString.read(from: &buf), 
                 heatmap: FfiConverterBool.read(from: &buf), 
                 limits: FfiConverterOptionTypeImageLimits.read(from: &buf), 
-                quality: FfiConverterOptionTypeQualityThresholds.read(from: &buf)
+                quality: FfiConverterOptionTypeQualityThresholds.read(from: &buf), 
+                views: FfiConverterOptionInt32.read(from: &buf)
         )
     }
 
@@ -1454,6 +1494,7 @@ public struct FfiConverterTypeScreenerConfig: FfiConverterRustBuffer {
         FfiConverterBool.write(value.heatmap, into: &buf)
         FfiConverterOptionTypeImageLimits.write(value.limits, into: &buf)
         FfiConverterOptionTypeQualityThresholds.write(value.quality, into: &buf)
+        FfiConverterOptionInt32.write(value.views, into: &buf)
     }
 }
 
@@ -1605,8 +1646,9 @@ public func FfiConverterTypeScreening_lower(_ value: Screening) -> RustBuffer {
 /**
  * Everything that can go wrong while loading a model or screening a photo.
  *
- * `Model*` variants blame the model file, `Image*` the photo, `InvalidFrame` the caller's pixel
- * buffer, `Io` the file system, `Inference` the engine and `Internal` this library.
+ * `Model*` variants blame the model file, `Image*` the photo, `InvalidOption` the caller's
+ * configuration, `InvalidFrame` the caller's pixel buffer, `Io` the file system, `Inference` the
+ * engine and `Internal` this library.
  */
 public 
 enum MpoxError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
@@ -1671,6 +1713,17 @@ enum MpoxError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case ModelContract(
         /**
          * Which part of the contract is broken.
+         */reason: String
+    )
+    /**
+     * A `ScreenerConfig` field has a value the library does not accept (e.g. `views` = 3).
+     */
+    case InvalidOption(
+        /**
+         * The option at fault, as the `ScreenerConfig` field is called (e.g. `views`).
+         */option: String, 
+        /**
+         * Why it was refused.
          */reason: String
     )
     /**
@@ -1799,30 +1852,34 @@ public struct FfiConverterTypeMpoxError: FfiConverterRustBuffer {
         case 6: return .ModelContract(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 7: return .ImageEmpty
-        case 8: return .ImageFormat
-        case 9: return .ImageDecode(
+        case 7: return .InvalidOption(
+            option: try FfiConverterString.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 10: return .ImageTooLarge(
+        case 8: return .ImageEmpty
+        case 9: return .ImageFormat
+        case 10: return .ImageDecode(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 11: return .ImageTooLarge(
             width: try FfiConverterInt64.read(from: &buf), 
             height: try FfiConverterInt64.read(from: &buf), 
             maxWidth: try FfiConverterInt64.read(from: &buf), 
             maxHeight: try FfiConverterInt64.read(from: &buf), 
             maxPixels: try FfiConverterInt64.read(from: &buf)
             )
-        case 11: return .ImageTooSmall(
+        case 12: return .ImageTooSmall(
             width: try FfiConverterInt64.read(from: &buf), 
             height: try FfiConverterInt64.read(from: &buf), 
             minSide: try FfiConverterInt64.read(from: &buf)
             )
-        case 12: return .InvalidFrame(
+        case 13: return .InvalidFrame(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 13: return .Inference(
+        case 14: return .Inference(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 14: return .Internal(
+        case 15: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -1871,21 +1928,27 @@ public struct FfiConverterTypeMpoxError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case .ImageEmpty:
+        case let .InvalidOption(option,reason):
             writeInt(&buf, Int32(7))
+            FfiConverterString.write(option, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
         
-        
-        case .ImageFormat:
+        case .ImageEmpty:
             writeInt(&buf, Int32(8))
         
         
-        case let .ImageDecode(reason):
+        case .ImageFormat:
             writeInt(&buf, Int32(9))
+        
+        
+        case let .ImageDecode(reason):
+            writeInt(&buf, Int32(10))
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .ImageTooLarge(width,height,maxWidth,maxHeight,maxPixels):
-            writeInt(&buf, Int32(10))
+            writeInt(&buf, Int32(11))
             FfiConverterInt64.write(width, into: &buf)
             FfiConverterInt64.write(height, into: &buf)
             FfiConverterInt64.write(maxWidth, into: &buf)
@@ -1894,24 +1957,24 @@ public struct FfiConverterTypeMpoxError: FfiConverterRustBuffer {
             
         
         case let .ImageTooSmall(width,height,minSide):
-            writeInt(&buf, Int32(11))
+            writeInt(&buf, Int32(12))
             FfiConverterInt64.write(width, into: &buf)
             FfiConverterInt64.write(height, into: &buf)
             FfiConverterInt64.write(minSide, into: &buf)
             
         
         case let .InvalidFrame(reason):
-            writeInt(&buf, Int32(12))
-            FfiConverterString.write(reason, into: &buf)
-            
-        
-        case let .Inference(reason):
             writeInt(&buf, Int32(13))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .Inference(reason):
             writeInt(&buf, Int32(14))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(15))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -2160,6 +2223,30 @@ public func FfiConverterTypeVerdict_lower(_ value: Verdict) -> RustBuffer {
     return FfiConverterTypeVerdict.lower(value)
 }
 
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionInt32: FfiConverterRustBuffer {
+    typealias SwiftType = Int32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2430,6 +2517,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_mpoxscreen_checksum_method_screener_screen_rgba() != 51069) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_mpoxscreen_checksum_method_screener_views() != 1456) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_mpoxscreen_checksum_constructor_screener_from_bytes() != 65183) {

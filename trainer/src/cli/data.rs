@@ -46,6 +46,10 @@ pub struct AuditArgs {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Also audit a folder of extra negatives (sub-folders are conditions) together with DATA,
+    /// so duplicates between them show. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    negatives: Vec<std::path::PathBuf>,
     #[command(flatten)]
     near: NearArgs,
 }
@@ -64,6 +68,10 @@ pub struct SplitArgs {
     /// Class folder that is `mpox`; every other class becomes `not_mpox`.
     #[arg(long, value_name = "CLASS")]
     positive: Option<String>,
+    /// A folder whose photos are all `not_mpox` (sub-folders are conditions): deduplicated against
+    /// DATA and split into the same folds. Repeatable; needs --positive.
+    #[arg(long, value_name = "DIR")]
+    negatives: Vec<PathBuf>,
     /// Regex whose first group is the patient id in a file name.
     #[arg(long, value_name = "RE", default_value = mpox_trainer::split::DEFAULT_PATIENT_REGEX)]
     patient_regex: String,
@@ -76,7 +84,10 @@ pub struct SplitArgs {
 
 /// Runs `audit`.
 pub fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
-    let report = mpox_trainer::audit::audit(&a.data, &a.near.config()?)?;
+    let config = a.near.config()?;
+    let dataset = mpox_trainer::dataset::Dataset::scan_with_negatives(&a.data, &a.negatives)?;
+    let inspection = mpox_trainer::audit::inspect_dataset(dataset, config.progress);
+    let report = mpox_trainer::audit::report(&inspection, &config);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -97,6 +108,7 @@ pub fn split(a: SplitArgs) -> anyhow::Result<ExitCode> {
         positive: a.positive.clone(),
         patient_regex: a.patient_regex.clone(),
         audit: a.near.config()?,
+        negatives: a.negatives.clone(),
     };
     let manifest = mpox_trainer::split::split(&a.data, &config)?;
     manifest.save(&a.out)?;

@@ -9,16 +9,38 @@ use clap::Args;
 use mpox_sdk::{Screener, ScreenerOptions};
 use mpox_trainer::models::Arch;
 use mpox_trainer::train::data::DataSource;
-use mpox_trainer::train::{files, FitConfig, RunOptions, Unfreeze};
+use mpox_trainer::train::{files, FitConfig, Recipe, RunOptions, Unfreeze};
+
+/// Where photos come from besides the main data set, shared by `fit`, `crossval`, `pipeline`
+/// and `ablate`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceArgs {
+    /// A folder of photos that are all `not_mpox` (sub-folders are conditions, kept for
+    /// reporting); audited, deduplicated against the data and split into the same folds.
+    /// Repeatable.
+    #[arg(long, value_name = "DIR")]
+    negatives: Vec<PathBuf>,
+    /// An external validation set from another source (an ImageFolder with the positive class):
+    /// never trained on; chooses the epoch, the WiSE-FT blend, the temperature and the
+    /// operating point, and is reported after training.
+    #[arg(long, value_name = "DIR")]
+    external_val: Option<PathBuf>,
+}
 
 /// Training settings shared by `fit`, `crossval`, `pipeline` and `ablate`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
+    /// How pretrained weights are adapted: probe, finetune, lp-ft, wise-ft or l2-sp
+    /// [default: wise-ft with --weights, finetune (all stages) without].
+    #[arg(long)]
+    recipe: Option<Recipe>,
     /// mobilenet_v2, mobilenet_v2_w<WIDTH> or resnet18 [default: mobilenet_v2; mobilenet_v2_w0.5 for the demo set].
     #[arg(long)]
     arch: Option<String>,
-    /// torchvision-named pretrained weights (safetensors or .pth); without them the network trains from scratch.
-    #[arg(long, value_name = "FILE")]
+    /// torchvision-named pretrained weights (safetensors or .pth), or `imagenet` for the ImageNet
+    /// MobileNetV2 fetched by scripts/fetch-weights.sh; without them the network trains from
+    /// scratch.
+    #[arg(long, value_name = "FILE|imagenet")]
     weights: Option<PathBuf>,
     /// Side of the square network input [default: 224; 96 for the demo set].
     #[arg(long)]
@@ -38,9 +60,9 @@ pub struct TrainArgs {
     /// Backbone stages trained after the warm-up: `all` or a number of final stages. Default: 5 (MobileNetV2) or 3 (ResNet-18) pretrained, all from scratch.
     #[arg(long)]
     unfreeze: Option<String>,
-    /// Learning rate of the head (base rate).
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
+    /// Learning rate of the head (base rate) [default: the recipe's: 1e-3, 1e-4 for lp-ft and wise-ft].
+    #[arg(long)]
+    lr: Option<f64>,
     /// Fine-tuning epochs without a better validation loss before stopping.
     #[arg(long, default_value_t = 5)]
     patience: usize,
@@ -53,6 +75,13 @@ pub struct TrainArgs {
     /// Sensitivity the operating threshold must reach on validation data.
     #[arg(long, default_value_t = 0.95)]
     target_sensitivity: f64,
+    /// Test-time views (1, 2, 4 or 8) averaged when calibrating, and recommended to the SDK in
+    /// the exported file.
+    #[arg(long, default_value_t = 1)]
+    views: u32,
+    /// Mixup of pooled features with Beta(α, α) blends (0: off).
+    #[arg(long, value_name = "ALPHA", default_value_t = 0.0)]
+    mixup: f64,
     /// cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -70,7 +99,14 @@ impl TrainArgs {
         defaults: (&str, u32, Option<usize>),
     ) -> anyhow::Result<(FitConfig, Device)> {
         let arch: Arch = self.arch.as_deref().unwrap_or(defaults.0).parse()?;
-        let mut c = FitConfig::new(arch, self.weights.clone());
+        let weights = match &self.weights {
+            Some(w) => Some(mpox_trainer::weights::resolve(w)?),
+            None => None,
+        };
+        let mut c = match self.recipe {
+            Some(r) => FitConfig::with_recipe(arch, weights, r),
+            None => FitConfig::new(arch, weights),
+        };
         c.input_size = self.input_size.unwrap_or(defaults.1);
         if let Some(e) = defaults.2 {
             c.epochs = e;
@@ -91,7 +127,11 @@ impl TrainArgs {
                 })?),
             };
         }
-        c.lr = self.lr;
+        if let Some(lr) = self.lr {
+            c.lr = lr;
+        }
+        c.mixup = self.mixup;
+        c.views = self.views;
         c.patience = self.patience;
         c.seed = self.seed;
         if self.no_augment {
@@ -110,6 +150,8 @@ pub struct FitArgs {
     data: PathBuf,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    sources: SourceArgs,
     /// Class mapped to `mpox`, all others to `not_mpox` (binary screening).
     #[arg(long)]
     positive: Option<String>,
@@ -152,6 +194,9 @@ pub struct EvalArgs {
     /// The fold (with --split).
     #[arg(long, requires = "split")]
     fold: Option<usize>,
+    /// Test-time views averaged per photo (1, 2, 4 or 8) [default: the model's recommendation].
+    #[arg(long)]
+    views: Option<u32>,
     /// Print the metrics as one JSON object.
     #[arg(long)]
     json: bool,
@@ -167,6 +212,8 @@ pub struct CrossvalArgs {
     data: PathBuf,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    sources: SourceArgs,
     /// Number of folds of a new split.
     #[arg(long, default_value_t = 5)]
     folds: usize,
@@ -195,6 +242,8 @@ pub struct PipelineArgs {
     data: Option<PathBuf>,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    sources: SourceArgs,
     /// Class mapped to `mpox` (binary screening).
     #[arg(long)]
     positive: Option<String>,
@@ -213,6 +262,8 @@ pub struct AblateArgs {
     data: PathBuf,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    sources: SourceArgs,
     /// Class the GAN learns and that counts as mpox (binary screening).
     #[arg(long)]
     positive: String,
@@ -248,6 +299,8 @@ pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
         seed: config.seed,
         synthetic: a.synthetic.clone(),
         synthetic_ratio: a.synthetic_ratio,
+        negatives: a.sources.negatives.clone(),
+        external: a.sources.external_val.clone(),
     };
     let run = RunOptions {
         resume: a.resume,
@@ -274,7 +327,11 @@ pub fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `eval`.
 pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
-    let screener = Screener::from_path(&a.model, ScreenerOptions::default())
+    let options = ScreenerOptions {
+        views: a.views,
+        ..Default::default()
+    };
+    let screener = Screener::from_path(&a.model, options)
         .with_context(|| format!("loading {}", a.model.display()))?;
     let photos = mpox_trainer::evaluate::labelled_photos(
         &a.data,
@@ -291,10 +348,13 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         a.model.with_file_name(format!("{stem}-eval"))
     });
-    let title = match a.fold {
+    let mut title = match a.fold {
         Some(f) => format!("Evaluation on fold {f} test photos"),
         None => format!("Evaluation on {}", a.data.display()),
     };
+    if let Some(n) = a.views {
+        title.push_str(&format!(" ({n} test-time views)"));
+    }
     report.write(&out, &title)?;
     if a.json {
         println!("{}", serde_json::to_string(&report.summary_json())?);
@@ -328,6 +388,8 @@ pub fn crossval(a: CrossvalArgs) -> anyhow::Result<ExitCode> {
         synthetic: None,
         synthetic_ratio: 0.0,
         only_folds: a.only_folds,
+        negatives: a.sources.negatives,
+        external: a.sources.external_val,
     };
     let summary = mpox_trainer::crossval::crossval(&config, &a.out, &device, true)?;
     mpox_trainer::crossval::print_table(&summary);
@@ -346,7 +408,13 @@ pub fn pipeline(a: PipelineArgs) -> anyhow::Result<ExitCode> {
     } else {
         ("mobilenet_v2_w0.5", 96, Some(12))
     };
-    let (fit, device) = a.train.config_with(defaults)?;
+    let mut train = a.train.clone();
+    if a.data.is_some() && train.weights.is_none() && train.arch.is_none() {
+        // Real photos: ImageNet features transfer; a network trained from scratch on a few
+        // hundred photos does not (README, "Results").
+        train.weights = Some(PathBuf::from("imagenet"));
+    }
+    let (fit, device) = train.config_with(defaults)?;
     if a.folds < 3 {
         bail!("--folds must be at least 3 (one tests, one validates, the rest train)");
     }
@@ -357,6 +425,8 @@ pub fn pipeline(a: PipelineArgs) -> anyhow::Result<ExitCode> {
         folds: a.folds,
         seed: a.train.seed,
         demo_per_class: 120,
+        negatives: a.sources.negatives,
+        external: a.sources.external_val,
     };
     let outcome = mpox_trainer::pipeline::pipeline(&config, &a.out, &device, true)?;
     let title = if outcome.demo {
@@ -373,6 +443,15 @@ pub fn pipeline(a: PipelineArgs) -> anyhow::Result<ExitCode> {
             .next()
             .unwrap_or_default()
     );
+    if let Some(ext) = &outcome.external {
+        print!(
+            "{}",
+            ext.markdown("External validation set")
+                .split("## Confusion")
+                .next()
+                .unwrap_or_default()
+        );
+    }
     println!("model: {}", outcome.model.display());
     println!(
         "report: {}",
@@ -398,6 +477,8 @@ pub fn ablate(a: AblateArgs) -> anyhow::Result<ExitCode> {
         synthetic_ratio: a.synthetic_ratio,
         feature_weights: a.feature_weights,
         only_folds: a.only_folds,
+        negatives: a.sources.negatives,
+        external: a.sources.external_val,
     };
     let summary = mpox_trainer::ablate::ablate(&config, &a.out, &device)?;
     print!("{}", summary.markdown());

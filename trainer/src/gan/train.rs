@@ -111,40 +111,48 @@ pub struct GanData {
 /// Selects the training photos of `class`: with a split, only those outside the fold's test part
 /// and outside its validation fold (the next one), exactly the photos `fit --fold` trains on.
 pub fn gan_data(root: &Path, class: &str, split: Option<(&Path, usize)>) -> Result<GanData> {
-    let ds = Dataset::scan(root)?;
-    if !ds.classes.iter().any(|c| c == class) {
-        return Err(Error::Invalid(format!(
-            "no class folder {class:?} in {} (classes: {:?})",
-            root.display(),
-            ds.classes
-        )));
-    }
-    let (photos, fold, fingerprint) = match split {
+    let (photos, fold, fingerprint, classes) = match split {
         Some((path, fold)) => {
-            let m = SplitManifest::load(path)?;
-            m.check_dataset(&ds)?;
-            if fold >= m.folds {
-                return Err(Error::Invalid(format!("the split has no fold {fold}")));
-            }
-            let val = (fold + 1) % m.folds;
-            let photos = m
+            let parts = SplitManifest::open(path, root, fold)?;
+            let classes: Vec<String> = parts
+                .manifest
                 .items
                 .iter()
-                .filter(|i| i.class == class && i.fold != fold && i.fold != val)
-                .map(|i| m.path_of(i))
+                .map(|i| i.class.clone())
                 .collect();
-            (photos, Some(fold), m.dataset_fingerprint.clone())
+            let photos = parts
+                .train()
+                .into_iter()
+                .filter(|i| i.class == class)
+                .map(|i| parts.manifest.path_of(i))
+                .collect();
+            (
+                photos,
+                Some(fold),
+                parts.manifest.dataset_fingerprint.clone(),
+                classes,
+            )
         }
-        None => (
-            ds.items
-                .iter()
-                .filter(|i| ds.class_of(i) == class)
-                .map(|i| ds.path(i))
-                .collect::<Vec<_>>(),
-            None,
-            ds.fingerprint(),
-        ),
+        None => {
+            let ds = Dataset::scan(root)?;
+            (
+                ds.items
+                    .iter()
+                    .filter(|i| ds.class_of(i) == class)
+                    .map(|i| ds.path(i))
+                    .collect::<Vec<_>>(),
+                None,
+                ds.fingerprint(),
+                ds.classes.clone(),
+            )
+        }
     };
+    if !classes.iter().any(|c| c == class) {
+        return Err(Error::Invalid(format!(
+            "no class folder {class:?} in {}",
+            root.display(),
+        )));
+    }
     if photos.len() < 2 {
         return Err(Error::Invalid(format!(
             "{} training photos of {class}: too few for a GAN",

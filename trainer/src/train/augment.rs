@@ -1,5 +1,6 @@
 //! Training-time augmentation: random resized crop, flips, rotation and colour jitter, applied on
-//! the fly with a seeded generator, in a single resampling pass.
+//! the fly with a seeded generator, in a single resampling pass; then what differs between
+//! sources of photos (camera white balance, focus, JPEG compression).
 //!
 //! Crop, flips and rotation compose into one affine map from output to source pixels, so each
 //! training image is resampled once (bilinear) rather than four times.
@@ -30,12 +31,45 @@ pub struct Augment {
     pub saturation: f64,
     /// Hue rotation range ± this fraction of a turn.
     pub hue: f64,
+    /// Per-channel gain range 1 ± this (another camera's or light's white balance).
+    pub white_balance: f64,
+    /// Probability of a Gaussian blur (focus, motion, a phone's small lens).
+    pub blur_probability: f64,
+    /// Largest blur sigma in pixels of the output view.
+    pub blur_sigma: f64,
+    /// Probability of a JPEG round trip (photos forwarded through messengers and web pages).
+    pub jpeg_probability: f64,
+    /// Range of the JPEG quality.
+    pub jpeg_quality: (u8, u8),
+}
+
+impl Augment {
+    /// No augmentation at all: a plain resize (the base the tests vary one setting of).
+    pub fn identity() -> Self {
+        Self {
+            scale: (1.0, 1.0),
+            ratio: (1.0, 1.0),
+            rotation_degrees: 0.0,
+            hflip: false,
+            vflip: false,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.0,
+            white_balance: 0.0,
+            blur_probability: 0.0,
+            blur_sigma: 0.0,
+            jpeg_probability: 0.0,
+            jpeg_quality: (95, 95),
+        }
+    }
 }
 
 impl Default for Augment {
     fn default() -> Self {
         Self {
-            scale: (0.5, 1.0),
+            // Down to 30 % of the area: a close-up of one lesion, as health workers take them.
+            scale: (0.3, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
             rotation_degrees: 20.0,
             hflip: true,
@@ -44,6 +78,11 @@ impl Default for Augment {
             contrast: 0.2,
             saturation: 0.2,
             hue: 0.02,
+            white_balance: 0.1,
+            blur_probability: 0.2,
+            blur_sigma: 1.5,
+            jpeg_probability: 0.3,
+            jpeg_quality: (30, 90),
         }
     }
 }
@@ -126,8 +165,39 @@ impl Augment {
             }
         }
         colour_jitter(&mut out, brightness, contrast, saturation, hue);
+        if self.white_balance > 0.0 {
+            let gains: [f32; 3] = std::array::from_fn(|_| {
+                rng.random_range(1.0 - self.white_balance..=1.0 + self.white_balance) as f32
+            });
+            for p in out.pixels_mut() {
+                *p = Rgb(std::array::from_fn(|k| {
+                    (f32::from(p[k]) * gains[k]).round().clamp(0.0, 255.0) as u8
+                }));
+            }
+        }
+        if self.blur_probability > 0.0 && rng.random_bool(self.blur_probability.min(1.0)) {
+            let sigma = rng.random_range(0.3..=self.blur_sigma.max(0.3)) as f32;
+            out = image::imageops::blur(&out, sigma);
+        }
+        if self.jpeg_probability > 0.0 && rng.random_bool(self.jpeg_probability.min(1.0)) {
+            let (lo, hi) = self.jpeg_quality;
+            let quality = rng.random_range(lo.min(hi)..=hi.max(lo)).clamp(1, 100);
+            out = jpeg_round_trip(&out, quality).unwrap_or(out);
+        }
         out
     }
+}
+
+/// Encodes as JPEG at `quality` and decodes again (`None` if the codec fails, which leaves the view
+/// as it was rather than stopping training).
+fn jpeg_round_trip(img: &RgbImage, quality: u8) -> Option<RgbImage> {
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
+        .encode_image(img)
+        .ok()?;
+    image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
+        .ok()
+        .map(|d| d.to_rgb8())
 }
 
 /// Bilinear sample at continuous pixel coordinates, clamping at the border (reflecting would
@@ -205,17 +275,7 @@ mod tests {
     #[test]
     fn identity_settings_reproduce_a_resize() {
         // No crop, rotation, flips or jitter: the output is a plain bilinear resize.
-        let aug = Augment {
-            scale: (1.0, 1.0),
-            ratio: (1.0, 1.0),
-            rotation_degrees: 0.0,
-            hflip: false,
-            vflip: false,
-            brightness: 0.0,
-            contrast: 0.0,
-            saturation: 0.0,
-            hue: 0.0,
-        };
+        let aug = Augment::identity();
         let img = gradient(64, 64);
         let out = aug.apply(&img, 64, &mut rng_for(0, 0, 0));
         assert_eq!(out, img);
@@ -224,15 +284,8 @@ mod tests {
     #[test]
     fn flips_mirror_the_image() {
         let aug = Augment {
-            scale: (1.0, 1.0),
-            ratio: (1.0, 1.0),
-            rotation_degrees: 0.0,
             hflip: true,
-            vflip: false,
-            brightness: 0.0,
-            contrast: 0.0,
-            saturation: 0.0,
-            hue: 0.0,
+            ..Augment::identity()
         };
         let img = gradient(32, 32);
         let flipped = image::imageops::flip_horizontal(&img);
@@ -242,6 +295,55 @@ mod tests {
         assert!(outs.contains(&img));
         assert!(outs.contains(&flipped));
         assert!(outs.iter().all(|o| *o == img || *o == flipped));
+    }
+
+    #[test]
+    fn source_shift_augmentations_change_the_view_and_only_when_asked() {
+        let img = gradient(64, 64);
+        let views = |aug: &Augment| -> Vec<RgbImage> {
+            (0..12)
+                .map(|i| aug.apply(&img, 64, &mut rng_for(9, 0, i)))
+                .collect()
+        };
+        // White balance: channel means move independently.
+        let wb = views(&Augment {
+            white_balance: 0.2,
+            ..Augment::identity()
+        });
+        assert!(wb.iter().any(|v| v != &img));
+        // Always blur: a checkerboard's sharp edges soften (a linear ramp would survive a blur).
+        let checks = RgbImage::from_fn(64, 64, |x, y| {
+            if (x / 4 + y / 4) % 2 == 0 {
+                Rgb([200, 150, 120])
+            } else {
+                Rgb([60, 40, 30])
+            }
+        });
+        let blur = Augment {
+            blur_probability: 1.0,
+            blur_sigma: 2.0,
+            ..Augment::identity()
+        };
+        assert!((0..12).all(|i| blur.apply(&checks, 64, &mut rng_for(9, 0, i)) != checks));
+        // Always JPEG at quality 10: lossy, so no view survives bit-exactly.
+        let jpeg = views(&Augment {
+            jpeg_probability: 1.0,
+            jpeg_quality: (10, 10),
+            ..Augment::identity()
+        });
+        assert!(jpeg.iter().all(|v| v != &img && v.dimensions() == (64, 64)));
+        let mean_abs = |a: &RgbImage| {
+            a.as_raw()
+                .iter()
+                .zip(img.as_raw())
+                .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
+                .sum::<f64>()
+                / a.as_raw().len() as f64
+        };
+        // ... yet stays the same picture.
+        assert!(jpeg.iter().all(|v| mean_abs(v) < 12.0));
+        // Probability 0: untouched.
+        assert!(views(&Augment::identity()).iter().all(|v| v == &img));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct RunData {
     pub train: Vec<Sample>,
     /// Validation photos (real only).
     pub val: Vec<Sample>,
+    /// External validation photos (another source; never trained on), empty without one.
+    pub external: Vec<Sample>,
     /// Test photos of the fold (empty without a split).
     pub test: Vec<PathBuf>,
     /// Fingerprint of the dataset (from the split manifest).
@@ -57,6 +59,11 @@ pub struct DataSource {
     pub synthetic: Option<PathBuf>,
     /// Synthetic photos per real training photo of their label (the rest of the folder is unused).
     pub synthetic_ratio: f64,
+    /// Extra folders of negatives for the internal split (a manifest names its own).
+    pub negatives: Vec<PathBuf>,
+    /// An external validation set (ImageFolder with the positive class): scored after every
+    /// epoch to choose the epoch, the recipe's blend and the operating point; never trained on.
+    pub external: Option<PathBuf>,
 }
 
 /// Picks the positive label: `mpox`, else a label that reads "monkeypox", else an error.
@@ -85,44 +92,50 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
             )));
         }
     }
-    let (manifest, test_fold) = match &src.split {
+    let parts = match &src.split {
         Some((path, fold)) => {
-            let m = SplitManifest::load(path)?;
-            if *fold >= m.folds {
-                return Err(Error::Invalid(format!(
-                    "--fold {fold} does not exist: the split has {} folds (0..{})",
-                    m.folds,
-                    m.folds - 1
-                )));
-            }
+            let parts = SplitManifest::open(path, &src.root, *fold)?;
             if let Some(p) = &src.positive {
-                if m.positive.as_deref() != Some(p.as_str()) {
+                if parts.manifest.positive.as_deref() != Some(p.as_str()) {
                     return Err(Error::Invalid(format!(
                         "--positive {p} differs from the split's positive class {:?}",
-                        m.positive
+                        parts.manifest.positive
                     )));
                 }
             }
-            m.check_dataset(&Dataset::scan(&src.root)?)?;
-            (m, Some(*fold))
+            if !src.negatives.is_empty() {
+                let given: Vec<String> = src
+                    .negatives
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                if given != parts.manifest.negatives {
+                    return Err(Error::Invalid(format!(
+                        "--negatives {given:?} differ from the split's negatives folders {:?}",
+                        parts.manifest.negatives
+                    )));
+                }
+            }
+            parts
         }
         None => {
             let config = SplitConfig {
                 folds: 5,
                 seed: src.seed,
                 positive: src.positive.clone(),
+                negatives: src.negatives.clone(),
                 ..Default::default()
             };
-            (split::split(&src.root, &config)?, None)
+            split::split(&src.root, &config)?.without_test(0)
         }
     };
-    let val_fold = test_fold.map_or(0, |t| (t + 1) % manifest.folds);
-    let pick = |f: &dyn Fn(&SplitItem) -> bool| -> Vec<&SplitItem> {
-        manifest.items.iter().filter(|i| f(i)).collect()
-    };
-    let train_items = pick(&|i| Some(i.fold) != test_fold && i.fold != val_fold);
-    let val_items = pick(&|i| i.fold == val_fold);
-    let test = pick(&|i| Some(i.fold) == test_fold)
+    let manifest = &parts.manifest;
+    let test_fold = parts.fold;
+    let val_fold = parts.val_fold;
+    let train_items = parts.train();
+    let val_items = parts.val();
+    let test = parts
+        .test()
         .into_iter()
         .map(|i| manifest.path_of(i))
         .collect();
@@ -143,6 +156,10 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
     };
     let mut train = decode(&train_items)?;
     let val = decode(&val_items)?;
+    let external = match &src.external {
+        Some(dir) => load_external(dir, manifest, &positive_label, &labels, max_side)?,
+        None => Vec::new(),
+    };
     if train.is_empty() || val.is_empty() {
         return Err(Error::Invalid(format!(
             "{} training and {} validation photos: too few to train",
@@ -174,7 +191,7 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
             .position(|l| *l == label)
             .expect("label checked above");
         let same_label = train.iter().filter(|s| s.label == label_index).count();
-        let extra = load_synthetic(dir, &manifest, src.synthetic_ratio, same_label)?;
+        let extra = load_synthetic(dir, manifest, src.synthetic_ratio, same_label)?;
         train.extend(
             extra
                 .into_par_iter()
@@ -191,11 +208,75 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
         positive_label,
         train,
         val,
+        external,
         test,
         fingerprint: manifest.dataset_fingerprint.clone(),
         val_fold,
         test_fold,
     })
+}
+
+/// Decodes an external validation set: its class folder named like the split's positive class
+/// (or `mpox`) is positive, every other folder negative. Refuses a set that shares a photo with
+/// the split (it would no longer be external) or lacks either label.
+pub fn load_external(
+    dir: &Path,
+    manifest: &SplitManifest,
+    positive_label: &str,
+    labels: &[String],
+    max_side: u32,
+) -> Result<Vec<Sample>> {
+    let ds = Dataset::scan(dir)?;
+    let positive_class = manifest.positive.as_deref().unwrap_or(positive_label);
+    let pos = labels
+        .iter()
+        .position(|l| l == positive_label)
+        .expect("positive label is a label");
+    if labels.len() != 2 {
+        return Err(Error::Invalid(
+            "an external validation set needs a binary model (name the mpox class with --positive)"
+                .into(),
+        ));
+    }
+    let in_split: std::collections::HashMap<&str, &str> = manifest
+        .items
+        .iter()
+        .map(|i| (i.sha256.as_str(), i.path.as_str()))
+        .collect();
+    if let Some((item, twin)) = ds
+        .items
+        .iter()
+        .find_map(|i| in_split.get(i.sha256.as_str()).map(|t| (i, t)))
+    {
+        return Err(Error::Invalid(format!(
+            "external validation photo {} is byte-identical to {twin} of the training data: \
+             an external set must come from elsewhere",
+            ds.path(item).display()
+        )));
+    }
+    let samples: Vec<Sample> = ds
+        .items
+        .par_iter()
+        .map(|item| {
+            let class = ds.class_of(item);
+            let positive = class == positive_class || class == positive_label;
+            Ok(Sample {
+                path: ds.path(item),
+                image: shrink(dataset::load_image(&ds.path(item))?, max_side),
+                label: if positive { pos } else { 1 - pos },
+            })
+        })
+        .collect::<Result<_>>()?;
+    let positives = samples.iter().filter(|s| s.label == pos).count();
+    if positives == 0 || positives == samples.len() {
+        return Err(Error::Invalid(format!(
+            "external validation set {} has {positives} photos of the positive class {positive_class:?} among {}: it needs both (classes: {})",
+            dir.display(),
+            samples.len(),
+            ds.classes.join(", ")
+        )));
+    }
+    Ok(samples)
 }
 
 /// Reads generated photos for the training set, refusing any that is byte-identical to a photo of

@@ -1,11 +1,19 @@
 //! Fine-tuning a classifier: frozen-backbone warm-up on cached features, then fine-tuning of the
-//! last stages (or all of them) with augmentation, AdamW and a cosine schedule, early stopping on
-//! the validation loss, atomic checkpoints every epoch with exact resume, and calibration.
+//! last stages (or all of them) with augmentation, AdamW and a cosine schedule, early stopping,
+//! atomic checkpoints every epoch with exact resume, and calibration.
+//!
+//! [`Recipe`]s differ in how much of what ImageNet taught they keep: a linear probe keeps all of
+//! it, LP-FT starts fine-tuning from a converged probe at a small rate, WiSE-FT interpolates
+//! the probe's and the fine-tuned weights, L2-SP pulls weights toward the pretrained ones. With
+//! an external validation set (another source), the epoch, the WiSE-FT blend, the temperature and
+//! the operating point are chosen on it, since the internal validation fold shares the training
+//! photos' source and cannot see how the model transfers.
 
 pub mod augment;
 pub mod data;
 pub mod optim;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -25,6 +33,74 @@ use augment::{rng_for, Augment};
 use data::{DataSource, RunData, Sample};
 use optim::{cosine_lr, AdamW};
 
+/// How a pretrained network is adapted (`--recipe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    /// Linear probe: the head alone, on frozen features of augmented views.
+    Probe,
+    /// A short head warm-up, then fine-tuning of the last stages at a 10× smaller backbone rate.
+    Finetune,
+    /// LP-FT (Kumar et al. 2022): a converged probe, then fine-tuning at a small rate.
+    LpFt,
+    /// WiSE-FT (Wortsman et al. 2022): LP-FT, then the weights interpolated between the probe and
+    /// the fine-tuned network, the blend chosen on validation (external when given).
+    WiseFt,
+    /// Fine-tuning with L2-SP: weights pulled toward their pretrained values instead of zero.
+    L2Sp,
+}
+
+impl Recipe {
+    /// Every recipe, in the order reports list them.
+    pub const ALL: [Recipe; 5] = [
+        Recipe::Probe,
+        Recipe::Finetune,
+        Recipe::LpFt,
+        Recipe::WiseFt,
+        Recipe::L2Sp,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::Probe => "probe",
+            Recipe::Finetune => "finetune",
+            Recipe::LpFt => "lp-ft",
+            Recipe::WiseFt => "wise-ft",
+            Recipe::L2Sp => "l2-sp",
+        }
+    }
+}
+
+impl std::fmt::Display for Recipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Recipe {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Recipe::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown recipe {s:?}: use one of {}",
+                    Recipe::ALL.map(Recipe::name).join(", ")
+                ))
+            })
+    }
+}
+
+/// The recipe `pipeline` and `fit` use on pretrained weights unless told otherwise. Chosen on
+/// the external validation set (README, "Screening that holds up on photos from other sources").
+pub const DEFAULT_RECIPE: Recipe = Recipe::WiseFt;
+
+/// WiSE-FT's blends tried: 0 is the probe, 1 the fine-tuned network.
+pub const WISE_ALPHAS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
 /// Which backbone stages are trained after the warm-up.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Unfreeze {
@@ -37,6 +113,8 @@ pub enum Unfreeze {
 /// Everything that defines a training run (validated before any work starts).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FitConfig {
+    /// How the network is adapted.
+    pub recipe: Recipe,
     /// Network architecture.
     pub arch: Arch,
     /// Pretrained torchvision-named weights.
@@ -67,14 +145,59 @@ pub struct FitConfig {
     pub warmup_views: usize,
     /// Sensitivity the operating threshold must reach on validation data.
     pub target_sensitivity: f64,
+    /// L2-SP: pull toward the pretrained weights per step, as a multiple of the learning rate.
+    pub anchor_strength: f64,
+    /// Mixup of pooled features (Beta(α, α) blends within a batch); 0 turns it off.
+    pub mixup: f64,
+    /// Test-time views averaged when calibrating (temperature, threshold, band) and recommended
+    /// to the SDK in the exported file, so the calibration fits what the phone computes.
+    pub views: u32,
 }
 
 impl FitConfig {
-    /// Defaults for an architecture: partial fine-tuning from pretrained weights, or full
+    /// Defaults for an architecture: [`DEFAULT_RECIPE`] from pretrained weights, or full
     /// training from scratch.
     pub fn new(arch: Arch, weights: Option<PathBuf>) -> Self {
+        let recipe = if weights.is_some() {
+            DEFAULT_RECIPE
+        } else {
+            Recipe::Finetune
+        };
+        Self::with_recipe(arch, weights, recipe)
+    }
+
+    /// Defaults of a recipe (the one place they are written down).
+    pub fn with_recipe(arch: Arch, weights: Option<PathBuf>, recipe: Recipe) -> Self {
+        let mut c = Self::finetune(arch, weights);
+        c.recipe = recipe;
+        match recipe {
+            Recipe::Finetune => {}
+            Recipe::Probe => {
+                c.warmup_epochs = 10;
+                c.epochs = 0;
+            }
+            Recipe::LpFt | Recipe::WiseFt => {
+                // A converged probe, then every trained stage (head included) at one small rate,
+                // so the features move only as far as the head's errors ask.
+                c.warmup_epochs = 10;
+                c.epochs = 6;
+                c.lr = 1e-4;
+                c.backbone_lr_scale = 1.0;
+            }
+            Recipe::L2Sp => {
+                // Untuned: with a backbone rate of 1e-4 each step removes 0.2 % of the distance to
+                // the pretrained weights, about two thirds of it over 500 steps.
+                c.anchor_strength = 20.0;
+            }
+        }
+        c
+    }
+
+    /// The plain fine-tuning defaults the recipes start from.
+    fn finetune(arch: Arch, weights: Option<PathBuf>) -> Self {
         let pretrained = weights.is_some();
         Self {
+            recipe: Recipe::Finetune,
             arch,
             weights,
             input_size: 224,
@@ -97,6 +220,9 @@ impl FitConfig {
             augment: Some(Augment::default()),
             warmup_views: 4,
             target_sensitivity: 0.95,
+            anchor_strength: 0.0,
+            mixup: 0.0,
+            views: 1,
         }
     }
 
@@ -127,6 +253,25 @@ impl FitConfig {
         if self.warmup_epochs > 0 && self.warmup_views == 0 {
             return bad("--warmup-views must be at least 1".into());
         }
+        if matches!(self.recipe, Recipe::LpFt | Recipe::WiseFt) && self.warmup_epochs == 0 {
+            return bad(format!(
+                "--recipe {} starts from a converged probe: --warmup-epochs must be at least 1",
+                self.recipe
+            ));
+        }
+        if self.recipe == Recipe::WiseFt && self.epochs == 0 {
+            return bad("--recipe wise-ft interpolates toward fine-tuned weights: --epochs must be at least 1".into());
+        }
+        if !mpox_sdk::preprocess::VIEW_COUNTS.contains(&self.views) {
+            return bad(format!(
+                "--views {} is not one of {:?}",
+                self.views,
+                mpox_sdk::preprocess::VIEW_COUNTS
+            ));
+        }
+        if !(0.0..=10.0).contains(&self.mixup) {
+            return bad(format!("--mixup {} is outside [0, 10]", self.mixup));
+        }
         Ok(())
     }
 }
@@ -146,6 +291,16 @@ pub struct EpochRecord {
     pub val_accuracy: f64,
     /// Validation ROC-AUC of the positive label.
     pub val_auc: f64,
+    /// Cross-entropy on the external validation set, if any.
+    #[serde(default)]
+    pub external_loss: Option<f64>,
+    /// ROC-AUC on the external validation set, if any.
+    #[serde(default)]
+    pub external_auc: Option<f64>,
+    /// What epoch selection minimises: the validation loss, or with an external set minus the
+    /// mean of the internal and external AUCs.
+    #[serde(default)]
+    pub selection: f64,
     /// Learning rate at the end of the epoch.
     pub lr: f64,
     /// Training throughput.
@@ -161,7 +316,7 @@ pub struct TrainState {
     pub epoch: usize,
     /// Optimiser steps taken in the current phase.
     pub opt_steps: u64,
-    /// Best validation loss so far, and its epoch.
+    /// Best selection score so far (see [`EpochRecord::selection`]), and its epoch.
     pub best: Option<(f64, usize)>,
     /// Fine-tuning epochs since the best.
     pub stale_epochs: usize,
@@ -199,6 +354,8 @@ pub mod files {
     pub const HISTORY: &str = "history.csv";
     /// Training curves.
     pub const CURVES: &str = "curves.png";
+    /// The probe's weights at the end of the warm-up (WiSE-FT's other end point).
+    pub const PROBE: &str = "probe.safetensors";
 }
 
 /// Options of one invocation that are not part of the run's identity.
@@ -242,8 +399,17 @@ pub fn fit(
         "test_fold": data.test_fold,
         "synthetic": source.synthetic.as_ref().map(|s| s.display().to_string()),
         "synthetic_ratio": source.synthetic_ratio,
+        "external": source.external.as_ref().map(|s| s.display().to_string()),
     });
     let mut trainer = Trainer::new(config, &data, &net, &pre, device)?;
+    if config.recipe == Recipe::L2Sp {
+        // The pretrained backbone anchors; the new head has nothing to be pulled back to and
+        // keeps AdamW's decay toward zero.
+        let head = net.arch().head_prefix();
+        let mut anchors = snapshot(&net);
+        anchors.retain(|name, _| !name.starts_with(head));
+        trainer.anchors = Some(anchors);
+    }
     let mut state = TrainState {
         config: config_json.clone(),
         epoch: 0,
@@ -275,20 +441,27 @@ pub fn fit(
             record.phase, record.train_loss, record.val_loss, record.val_accuracy, record.val_auc,
             record.images_per_second
         );
-        let improved = state.best.is_none_or(|(b, _)| record.val_loss < b - 1e-4);
+        if let (Some(loss), Some(auc)) = (record.external_loss, record.external_auc) {
+            eprintln!("  external validation: loss {loss:.4}, AUC {auc:.3}");
+        }
+        let improved = state.best.is_none_or(|(b, _)| record.selection < b - 1e-4);
         if improved {
-            state.best = Some((record.val_loss, epoch));
+            state.best = Some((record.selection, epoch));
             state.stale_epochs = 0;
             net.save(&out.join(files::BEST))?;
         } else if record.phase == "finetune" {
             state.stale_epochs += 1;
             if state.stale_epochs >= config.patience {
                 eprintln!(
-                    "early stop: no better validation loss for {} epochs",
+                    "early stop: no better {} for {} epochs",
+                    selection_name(&data),
                     config.patience
                 );
                 state.stopped_early = true;
             }
+        }
+        if config.recipe == Recipe::WiseFt && epoch == config.warmup_epochs {
+            net.save(&out.join(files::PROBE))?;
         }
         state.history.push(record);
         state.epoch = epoch;
@@ -296,7 +469,12 @@ pub fn fit(
         write_history(out, &state.history)?;
         ran += 1;
     }
-    let card = finish(config, &data, &net, &pre, out, &state)?;
+    let blend = if config.recipe == Recipe::WiseFt {
+        Some(trainer.wise_blend(out)?)
+    } else {
+        None
+    };
+    let card = finish(config, &data, &net, &pre, out, &state, blend)?;
     Ok(FitOutcome {
         out: out.to_path_buf(),
         card: Some(card),
@@ -305,7 +483,27 @@ pub fn fit(
     })
 }
 
-/// Loads the best weights, calibrates on the validation photos, writes the card, exports the model.
+/// What epoch selection minimises, in words.
+fn selection_name(data: &RunData) -> &'static str {
+    if data.external.is_empty() {
+        "validation loss"
+    } else {
+        "mean AUC of the internal and external validation sets"
+    }
+}
+
+/// WiSE-FT's choice: the blend kept and every blend's scores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WiseBlend {
+    /// The weight of the fine-tuned network (0: the probe).
+    pub alpha: f64,
+    /// Per blend tried: `(alpha, internal validation AUC, external AUC)`.
+    pub tried: Vec<(f64, f64, Option<f64>)>,
+}
+
+/// Loads the chosen weights (the best epoch's, or WiSE-FT's blend already in `net`), calibrates
+/// on the external validation set when there is one (else on the internal validation fold),
+/// writes the card and exports the model.
 fn finish(
     config: &FitConfig,
     data: &RunData,
@@ -313,10 +511,21 @@ fn finish(
     pre: &Preprocessing,
     out: &Path,
     state: &TrainState,
+    blend: Option<WiseBlend>,
 ) -> Result<ModelMeta> {
-    net.load_checkpoint(&out.join(files::BEST))?;
-    let logits = predict(net, pre, &data.val)?;
-    let labels: Vec<usize> = data.val.iter().map(|s| s.label).collect();
+    if blend.is_none() {
+        net.load_checkpoint(&out.join(files::BEST))?;
+    }
+    let (calibration_set, calibration_name) = if data.external.is_empty() {
+        (
+            &data.val,
+            format!("internal validation fold {}", data.val_fold),
+        )
+    } else {
+        (&data.external, "external validation set".to_string())
+    };
+    let logits = predict_views(net, pre, calibration_set, config.views)?;
+    let labels: Vec<usize> = calibration_set.iter().map(|s| s.label).collect();
     let pos = data
         .labels
         .iter()
@@ -329,7 +538,18 @@ fn finish(
         .collect();
     let truth: Vec<bool> = labels.iter().map(|&l| l == pos).collect();
     let op = calibration::operating_point(&probs, &truth, config.target_sensitivity)?;
-    let val_metrics = metrics::binary_metrics(&probs, &truth, op.threshold)?;
+    let cal_metrics = metrics::binary_metrics(&probs, &truth, op.threshold)?;
+    let val_metrics = if data.external.is_empty() {
+        cal_metrics.clone()
+    } else {
+        let logits = predict_views(net, pre, &data.val, config.views)?;
+        let probs: Vec<f64> = logits
+            .iter()
+            .map(|l| calibration::softmax_t(l, fit.temperature)[pos])
+            .collect();
+        let truth: Vec<bool> = data.val.iter().map(|s| s.label == pos).collect();
+        metrics::binary_metrics(&probs, &truth, op.threshold)?
+    };
     let card = ModelMeta {
         labels: data.labels.clone(),
         positive_label: data.positive_label.clone(),
@@ -337,18 +557,30 @@ fn finish(
         temperature: fit.temperature as f32,
         threshold: op.threshold as f32,
         uncertain_band: [op.uncertain_band[0] as f32, op.uncertain_band[1] as f32],
+        recommended_views: config.views,
         arch: config.arch.to_string(),
         trainer_version: crate::VERSION.into(),
         dataset_fingerprint: data.fingerprint.clone(),
         metrics: serde_json::json!({
+            "recipe": config.recipe,
             "validation": val_metrics,
+            "external_validation": (!data.external.is_empty()).then_some(&cal_metrics),
             "calibration": fit,
             "operating_point": op,
             "best_epoch": state.best.map(|b| b.1),
+            "wise_ft": blend,
+            "chosen_on": {
+                "epoch": selection_name(data),
+                "wise_ft_blend": blend.as_ref().map(|_| selection_name(data)),
+                "temperature": calibration_name,
+                "threshold": calibration_name,
+                "uncertain_band": calibration_name,
+            },
             "val_fold": data.val_fold,
             "test_fold": data.test_fold,
             "train_photos": data.train.len(),
             "val_photos": data.val.len(),
+            "external_photos": data.external.len(),
         }),
         created: crate::now_rfc3339(),
     };
@@ -370,11 +602,15 @@ fn finish(
             ("validation loss", series(&|r| r.val_loss)),
             ("validation accuracy", series(&|r| r.val_accuracy)),
             ("validation AUC", series(&|r| r.val_auc)),
+            (
+                "external AUC",
+                series(&|r| r.external_auc.unwrap_or(f64::NAN)),
+            ),
         ],
     )?;
     eprintln!(
-        "calibrated on {} validation photos: temperature {:.3} (ECE {:.3} → {:.3}), threshold {:.3} for sensitivity ≥ {} (band {:.3}–{:.3})",
-        data.val.len(), fit.temperature, fit.ece_before, fit.ece_after, op.threshold,
+        "calibrated on {} photos of the {calibration_name}: temperature {:.3} (ECE {:.3} → {:.3}), threshold {:.3} for sensitivity ≥ {} (band {:.3}–{:.3})",
+        calibration_set.len(), fit.temperature, fit.ece_before, fit.ece_after, op.threshold,
         config.target_sensitivity, op.uncertain_band[0], op.uncertain_band[1]
     );
     Ok(card)
@@ -382,16 +618,20 @@ fn finish(
 
 fn write_history(out: &Path, history: &[EpochRecord]) -> Result<()> {
     let mut csv =
-        String::from("epoch,phase,train_loss,val_loss,val_accuracy,val_auc,lr,images_per_second\n");
+        String::from("epoch,phase,train_loss,val_loss,val_accuracy,val_auc,external_loss,external_auc,selection,lr,images_per_second\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for r in history {
         csv.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.6},{:.3e},{:.2}\n",
+            "{},{},{:.6},{:.6},{:.6},{:.6},{},{},{:.6},{:.3e},{:.2}\n",
             r.epoch,
             r.phase,
             r.train_loss,
             r.val_loss,
             r.val_accuracy,
             r.val_auc,
+            opt(r.external_loss),
+            opt(r.external_auc),
+            r.selection,
             r.lr,
             r.images_per_second
         ));
@@ -401,19 +641,36 @@ fn write_history(out: &Path, history: &[EpochRecord]) -> Result<()> {
 
 /// Logits (eval mode, centre crop: exactly the SDK's preprocessing) for each sample.
 pub fn predict(net: &Network, pre: &Preprocessing, samples: &[Sample]) -> Result<Vec<Vec<f64>>> {
+    predict_views(net, pre, samples, 1)
+}
+
+/// Logits averaged over the SDK's first `views` test-time views of each sample (the same views,
+/// from the same function, that a screener with that many views averages).
+pub fn predict_views(
+    net: &Network,
+    pre: &Preprocessing,
+    samples: &[Sample],
+    views: u32,
+) -> Result<Vec<Vec<f64>>> {
     let s = pre.input_size as usize;
+    let v = views as usize;
     let mut out = Vec::with_capacity(samples.len());
-    for chunk in samples.chunks(32) {
+    for chunk in samples.chunks((32 / v).max(1)) {
         let flat: Vec<f32> = chunk
             .par_iter()
-            .flat_map(|x| pre.tensor(&x.image))
-            .collect();
-        let x = Tensor::from_vec(flat, (chunk.len(), 3, s, s), net.device())?;
+            .map(|x| pre.views_tensor(&x.image, views))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .concat();
+        let x = Tensor::from_vec(flat, (chunk.len() * v, 3, s, s), net.device())?;
         let logits = net
             .forward_t(&x, false)?
             .to_dtype(DType::F64)?
             .to_vec2::<f64>()?;
-        out.extend(logits);
+        out.extend(logits.chunks(v).map(|rows| {
+            (0..rows[0].len())
+                .map(|k| rows.iter().map(|r| r[k]).sum::<f64>() / v as f64)
+                .collect::<Vec<f64>>()
+        }));
     }
     Ok(out)
 }
@@ -456,6 +713,57 @@ struct Trainer<'a> {
     pos: usize,
     optimizer: Option<(String, AdamW)>,
     warmup_cache: Option<(Tensor, Vec<u32>)>,
+    /// L2-SP's pretrained weights, by variable name.
+    anchors: Option<HashMap<String, Tensor>>,
+}
+
+/// WiSE-FT's weights: `(1 − α)·probe + α·tuned` for every tensor (BatchNorm statistics too;
+/// training recomputes those of the trained stages afterwards). At α = 0 and 1 the result is
+/// exactly the probe and exactly the tuned weights.
+pub fn interpolate(
+    probe: &HashMap<String, Tensor>,
+    tuned: &HashMap<String, Tensor>,
+    alpha: f64,
+) -> Result<HashMap<String, Tensor>> {
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(Error::Invalid(format!(
+            "WiSE-FT blend {alpha} is outside [0, 1]"
+        )));
+    }
+    tuned
+        .iter()
+        .map(|(name, t)| {
+            let p = probe
+                .get(name)
+                .ok_or_else(|| Error::Invalid(format!("WiSE-FT: the probe has no {name}")))?;
+            if p.dims() != t.dims() {
+                return Err(Error::Invalid(format!(
+                    "WiSE-FT: {name} has shape {:?} in the probe and {:?} fine-tuned",
+                    p.dims(),
+                    t.dims()
+                )));
+            }
+            Ok((name.clone(), ((p * (1.0 - alpha))? + (t * alpha)?)?))
+        })
+        .collect()
+}
+
+/// A copy of every variable of the network, by name.
+fn snapshot(net: &Network) -> HashMap<String, Tensor> {
+    net.varmap()
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_tensor()
+                    .copy()
+                    .unwrap_or_else(|_| v.as_tensor().clone()),
+            )
+        })
+        .collect()
 }
 
 impl<'a> Trainer<'a> {
@@ -498,6 +806,7 @@ impl<'a> Trainer<'a> {
                 .unwrap_or(0),
             optimizer: None,
             warmup_cache: None,
+            anchors: None,
         })
     }
 
@@ -521,10 +830,11 @@ impl<'a> Trainer<'a> {
                     .collect();
                 vec![(trainable, self.config.backbone_lr_scale), (head, 1.0)]
             };
-            self.optimizer = Some((
-                phase.to_string(),
-                AdamW::new(groups, self.config.weight_decay)?,
-            ));
+            let mut opt = AdamW::new(groups, self.config.weight_decay)?;
+            if let (Some(anchors), "finetune") = (&self.anchors, phase) {
+                opt.set_anchors(anchors, self.config.anchor_strength);
+            }
+            self.optimizer = Some((phase.to_string(), opt));
         }
         Ok(&mut self.optimizer.as_mut().expect("just set").1)
     }
@@ -653,9 +963,11 @@ impl<'a> Trainer<'a> {
         if phase == "finetune" {
             self.precise_batchnorm()?;
         }
-        let logits = predict(self.net, self.pre, &self.data.val)?;
-        let labels: Vec<usize> = self.data.val.iter().map(|s| s.label).collect();
-        let (val_loss, val_accuracy, val_auc) = evaluate(&logits, &labels, self.pos);
+        let (val_loss, val_accuracy, val_auc, external) = self.validate()?;
+        let selection = match external {
+            Some((_, auc)) => -(val_auc + auc) / 2.0,
+            None => val_loss,
+        };
         Ok(EpochRecord {
             epoch,
             phase: phase.into(),
@@ -663,9 +975,87 @@ impl<'a> Trainer<'a> {
             val_loss,
             val_accuracy,
             val_auc,
+            external_loss: external.map(|e| e.0),
+            external_auc: external.map(|e| e.1),
+            selection,
             lr: self.lr(phase, state.opt_steps.saturating_sub(1)),
             images_per_second: seen as f64 / secs,
         })
+    }
+
+    /// Internal validation loss, accuracy and AUC, and the external set's loss and AUC if any.
+    #[allow(clippy::type_complexity)]
+    fn validate(&self) -> Result<(f64, f64, f64, Option<(f64, f64)>)> {
+        let score = |samples: &[Sample]| -> Result<(f64, f64, f64)> {
+            // One view: selection compares epochs and blends, and views would multiply its cost.
+            let logits = predict(self.net, self.pre, samples)?;
+            let labels: Vec<usize> = samples.iter().map(|s| s.label).collect();
+            Ok(evaluate(&logits, &labels, self.pos))
+        };
+        let (loss, acc, auc) = score(&self.data.val)?;
+        let external = if self.data.external.is_empty() {
+            None
+        } else {
+            let (l, _, a) = score(&self.data.external)?;
+            Some((l, a))
+        };
+        Ok((loss, acc, auc, external))
+    }
+
+    /// WiSE-FT: blends the probe (saved at the end of the warm-up) with the network as training
+    /// left it, for each of [`WISE_ALPHAS`]; recomputes the trained stages' BatchNorm statistics
+    /// for each blend, keeps the one with the best selection score in the network and saves it
+    /// as the best checkpoint.
+    fn wise_blend(&self, out: &Path) -> Result<WiseBlend> {
+        let probe = candle_core::safetensors::load(out.join(files::PROBE), &self.device)?;
+        let tuned = snapshot(self.net);
+        let mut tried = Vec::new();
+        let mut best: Option<(f64, f64)> = None;
+        for alpha in WISE_ALPHAS {
+            self.set_blend(&probe, &tuned, alpha)?;
+            if alpha > 0.0 {
+                self.precise_batchnorm()?;
+            }
+            let (val_loss, _, val_auc, external) = self.validate()?;
+            let score = match external {
+                Some((_, auc)) => -(val_auc + auc) / 2.0,
+                None => val_loss,
+            };
+            eprintln!(
+                "WiSE-FT α = {alpha}: validation AUC {val_auc:.3}{}",
+                external.map_or(String::new(), |e| format!(", external AUC {:.3}", e.1))
+            );
+            tried.push((alpha, val_auc, external.map(|e| e.1)));
+            if best.is_none_or(|(b, _)| score < b - 1e-4) {
+                best = Some((score, alpha));
+            }
+        }
+        let alpha = best.expect("alphas tried").1;
+        self.set_blend(&probe, &tuned, alpha)?;
+        if alpha > 0.0 {
+            self.precise_batchnorm()?;
+        }
+        self.net.save(&out.join(files::BEST))?;
+        eprintln!("WiSE-FT keeps α = {alpha}");
+        Ok(WiseBlend { alpha, tried })
+    }
+
+    /// Sets every variable to WiSE-FT's blend `alpha` (see [`interpolate`]).
+    fn set_blend(
+        &self,
+        probe: &HashMap<String, Tensor>,
+        tuned: &HashMap<String, Tensor>,
+        alpha: f64,
+    ) -> Result<()> {
+        let blended = interpolate(probe, tuned, alpha)?;
+        let vars = self.net.varmap().data().lock().expect("varmap lock");
+        for (name, var) in vars.iter() {
+            let t = blended
+                .get(name)
+                .ok_or_else(|| Error::Invalid(format!("WiSE-FT: the probe has no {name}")))?;
+            var.set(t)?;
+        }
+        Ok(())
     }
 
     /// Recomputes the trainable stages' BatchNorm statistics on (up to 256) centre-cropped
@@ -719,8 +1109,33 @@ impl<'a> Trainer<'a> {
                 continue;
             }
             let (pooled, y) = batch(self, idx)?;
-            let logits = self.net.classify(&pooled)?;
-            let loss = weighted_cross_entropy(&logits, &y, &self.class_weights)?;
+            let loss = if self.config.mixup > 0.0 && idx.len() > 1 {
+                // Mixup of pooled features (manifold mixup at the head): each photo is blended
+                // with its mirror position in the (shuffled) batch.
+                let mut rng = rng_for(
+                    self.config.seed ^ 0x006d_6978_7570,
+                    epoch as u64,
+                    state.opt_steps,
+                );
+                let beta = rand_distr::Beta::new(self.config.mixup, self.config.mixup)
+                    .map_err(|e| Error::Invalid(format!("--mixup: {e}")))?;
+                let lam: f64 = rand_distr::Distribution::sample(&beta, &mut rng);
+                let partner: Vec<u32> = (0..idx.len() as u32).rev().collect();
+                let partner = Tensor::new(partner, &self.device)?;
+                let mixed =
+                    ((&pooled * lam)? + (pooled.index_select(&partner, 0)? * (1.0 - lam))?)?;
+                let logits = self.net.classify(&mixed)?;
+                let a = weighted_cross_entropy(&logits, &y, &self.class_weights)?;
+                let b = weighted_cross_entropy(
+                    &logits,
+                    &y.index_select(&partner, 0)?,
+                    &self.class_weights,
+                )?;
+                ((a * lam)? + (b * (1.0 - lam))?)?
+            } else {
+                let logits = self.net.classify(&pooled)?;
+                weighted_cross_entropy(&logits, &y, &self.class_weights)?
+            };
             let grads = loss.backward()?;
             let lr = self.lr(phase, state.opt_steps);
             self.optimizer(phase)?.step(&grads, lr)?;

@@ -17,6 +17,8 @@ struct Slot {
     lr_scale: f64,
     /// Whether decoupled weight decay applies (not to biases and BatchNorm parameters).
     decay: bool,
+    /// Where the decay pulls the weight: zero (AdamW), or its pretrained value (L2-SP).
+    anchor: Option<Tensor>,
 }
 
 /// AdamW (Loshchilov & Hutter) over named parameters.
@@ -27,6 +29,7 @@ pub struct AdamW {
     beta2: f64,
     eps: f64,
     weight_decay: f64,
+    anchor_decay: f64,
 }
 
 impl AdamW {
@@ -43,6 +46,7 @@ impl AdamW {
                     name,
                     var,
                     lr_scale,
+                    anchor: None,
                 });
             }
         }
@@ -53,7 +57,20 @@ impl AdamW {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
+            anchor_decay: 0.0,
         })
+    }
+
+    /// Decoupled L2-SP (Li et al. 2018, "Explicit inductive bias for transfer learning"): the
+    /// decaying weights named in `anchors` are pulled toward those values, at `strength` times
+    /// the learning rate per step, in place of AdamW's pull toward zero; the others keep it.
+    pub fn set_anchors(&mut self, anchors: &HashMap<String, Tensor>, strength: f64) {
+        for s in &mut self.slots {
+            if s.decay {
+                s.anchor = anchors.get(&s.name).cloned();
+            }
+        }
+        self.anchor_decay = strength;
     }
 
     /// Sets Adam's β₁ and β₂ (defaults 0.9 and 0.999; GANs use β₁ = 0.5).
@@ -82,10 +99,10 @@ impl AdamW {
             s.v = ((&s.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + self.eps)?)?;
             let theta = s.var.as_tensor();
-            let decayed = if s.decay {
-                (theta * (1.0 - lr * self.weight_decay))?
-            } else {
-                theta.clone()
+            let decayed = match (&s.anchor, s.decay) {
+                (Some(a), _) => (theta - ((theta - a)? * (lr * self.anchor_decay))?)?,
+                (None, true) => (theta * (1.0 - lr * self.weight_decay))?,
+                (None, false) => theta.clone(),
             };
             s.var.set(&(decayed - (update * lr)?)?)?;
         }
@@ -158,6 +175,33 @@ mod tests {
             (v[0] - 0.9).abs() < 1e-5 && (v[1] + 1.9).abs() < 1e-5,
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn l2_sp_pulls_toward_the_anchor_not_toward_zero() {
+        // A zero gradient isolates the decay: AdamW shrinks w toward 0, L2-SP toward its anchor.
+        let run = |anchor: Option<f32>| -> f32 {
+            let w = Var::new(&[[2.0f32]], &Device::Cpu).unwrap();
+            let mut opt = AdamW::new(vec![(vec![("w".into(), w.clone())], 1.0)], 0.1).unwrap();
+            if let Some(a) = anchor {
+                let anchors =
+                    HashMap::from([("w".to_string(), Tensor::new(&[[a]], &Device::Cpu).unwrap())]);
+                opt.set_anchors(&anchors, 0.5);
+            }
+            let loss = (w.as_tensor() * 0.0).unwrap().sum_all().unwrap();
+            let mut grads = loss.backward().unwrap();
+            grads.insert(
+                w.as_tensor(),
+                Tensor::new(&[[0.0f32]], &Device::Cpu).unwrap(),
+            );
+            opt.step(&grads, 0.1).unwrap();
+            w.as_tensor().to_vec2::<f32>().unwrap()[0][0]
+        };
+        // AdamW: 2·(1 − 0.1·0.1) = 1.98.
+        assert!((run(None) - 1.98).abs() < 1e-6, "{}", run(None));
+        // L2-SP: 2 − 0.1·0.5·(2 − 1) = 1.95, and an anchor at the weight leaves it in place.
+        assert!((run(Some(1.0)) - 1.95).abs() < 1e-6, "{}", run(Some(1.0)));
+        assert!((run(Some(2.0)) - 2.0).abs() < 1e-7);
     }
 
     #[test]

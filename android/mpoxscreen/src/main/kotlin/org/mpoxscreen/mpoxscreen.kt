@@ -685,6 +685,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_mpoxscreen_checksum_method_screener_screen_rgba(
     ): Int
+    external fun uniffi_mpoxscreen_checksum_method_screener_views(
+    ): Int
     external fun uniffi_mpoxscreen_checksum_constructor_screener_from_bytes(
     ): Int
     external fun uniffi_mpoxscreen_checksum_constructor_screener_from_path(
@@ -723,6 +725,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_mpoxscreen_fn_method_screener_screen_rgba(`ptr`: Long,`width`: Int,`height`: Int,`pixels`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_mpoxscreen_fn_method_screener_views(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
     external fun uniffi_mpoxscreen_fn_func_library_version(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_mpoxscreen_fn_func_live_screeners(uniffi_out_err: UniffiRustCallStatus, 
@@ -859,6 +863,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_mpoxscreen_checksum_method_screener_screen_rgba() and 0xFFFF) != 51069) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_mpoxscreen_checksum_method_screener_views() and 0xFFFF) != 1456) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_mpoxscreen_checksum_constructor_screener_from_bytes() and 0xFFFF) != 65183) {
@@ -1334,6 +1341,11 @@ public interface ScreenerInterface {
      */
     fun `screenRgba`(`width`: kotlin.Int, `height`: kotlin.Int, `pixels`: kotlin.ByteArray): Screening
     
+    /**
+     * Test-time views each screening averages (the config's, else the model's recommendation).
+     */
+    fun `views`(): kotlin.Int
+    
     companion object
 }
 
@@ -1492,6 +1504,22 @@ open class Screener: Disposable, AutoCloseable, ScreenerInterface
         FfiConverterInt.lower(`width`),
         FfiConverterInt.lower(`height`),
         FfiConverterByteArray.lower(`pixels`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Test-time views each screening averages (the config's, else the model's recommendation).
+     */override fun `views`(): kotlin.Int {
+            return FfiConverterInt.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_mpoxscreen_fn_method_screener_views(
+        it,
+        _status)
 }
     }
     )
@@ -1800,6 +1828,11 @@ data class ModelInfo (
     var `uncertainHigh`: kotlin.Float
     , 
     /**
+     * Test-time views the model file recommends (1 when it says nothing).
+     */
+    var `recommendedViews`: kotlin.Int
+    , 
+    /**
      * Network architecture, e.g. `mobilenet_v2` or `resnet18`.
      */
     var `arch`: kotlin.String
@@ -1869,6 +1902,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterFloat.read(buf),
             FfiConverterFloat.read(buf),
             FfiConverterFloat.read(buf),
+            FfiConverterInt.read(buf),
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
@@ -1892,6 +1926,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterFloat.allocationSize(value.`threshold`) +
             FfiConverterFloat.allocationSize(value.`uncertainLow`) +
             FfiConverterFloat.allocationSize(value.`uncertainHigh`) +
+            FfiConverterInt.allocationSize(value.`recommendedViews`) +
             FfiConverterString.allocationSize(value.`arch`) +
             FfiConverterString.allocationSize(value.`trainerVersion`) +
             FfiConverterString.allocationSize(value.`datasetFingerprint`) +
@@ -1914,6 +1949,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterFloat.write(value.`threshold`, buf)
             FfiConverterFloat.write(value.`uncertainLow`, buf)
             FfiConverterFloat.write(value.`uncertainHigh`, buf)
+            FfiConverterInt.write(value.`recommendedViews`, buf)
             FfiConverterString.write(value.`arch`, buf)
             FfiConverterString.write(value.`trainerVersion`, buf)
             FfiConverterString.write(value.`datasetFingerprint`, buf)
@@ -2008,6 +2044,13 @@ data class ScreenerConfig (
      * Quality thresholds; `None` keeps the defaults of [`QualityThresholds`].
      */
     var `quality`: QualityThresholds? = null 
+    , 
+    /**
+     * Test-time views averaged per screening: 1, 2, 4 or 8 (about that many times the work);
+     * `None` takes the model's recommendation (`ModelInfo.recommended_views`). Any other count
+     * fails loading with `InvalidOption`.
+     */
+    var `views`: kotlin.Int? = null 
     
 ){
     
@@ -2028,6 +2071,7 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterBoolean.read(buf),
             FfiConverterOptionalTypeImageLimits.read(buf),
             FfiConverterOptionalTypeQualityThresholds.read(buf),
+            FfiConverterOptionalInt.read(buf),
         )
     }
 
@@ -2035,7 +2079,8 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterOptionalString.allocationSize(value.`expectedSha256`) +
             FfiConverterBoolean.allocationSize(value.`heatmap`) +
             FfiConverterOptionalTypeImageLimits.allocationSize(value.`limits`) +
-            FfiConverterOptionalTypeQualityThresholds.allocationSize(value.`quality`)
+            FfiConverterOptionalTypeQualityThresholds.allocationSize(value.`quality`) +
+            FfiConverterOptionalInt.allocationSize(value.`views`)
     )
 
     override fun write(value: ScreenerConfig, buf: ByteBuffer) {
@@ -2043,6 +2088,7 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterBoolean.write(value.`heatmap`, buf)
             FfiConverterOptionalTypeImageLimits.write(value.`limits`, buf)
             FfiConverterOptionalTypeQualityThresholds.write(value.`quality`, buf)
+            FfiConverterOptionalInt.write(value.`views`, buf)
     }
 }
 
@@ -2148,8 +2194,9 @@ public object FfiConverterTypeScreening: FfiConverterRustBuffer<Screening> {
 /**
  * Everything that can go wrong while loading a model or screening a photo.
  *
- * `Model*` variants blame the model file, `Image*` the photo, `InvalidFrame` the caller's pixel
- * buffer, `Io` the file system, `Inference` the engine and `Internal` this library.
+ * `Model*` variants blame the model file, `Image*` the photo, `InvalidOption` the caller's
+ * configuration, `InvalidFrame` the caller's pixel buffer, `Io` the file system, `Inference` the
+ * engine and `Internal` this library.
  */
 sealed class MpoxException: kotlin.Exception() {
     
@@ -2255,6 +2302,25 @@ sealed class MpoxException: kotlin.Exception() {
         ) : MpoxException() {
         override val message
             get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * A `ScreenerConfig` field has a value the library does not accept (e.g. `views` = 3).
+     */
+    class InvalidOption(
+        
+        /**
+         * The option at fault, as the `ScreenerConfig` field is called (e.g. `views`).
+         */
+        val `option`: kotlin.String, 
+        
+        /**
+         * Why it was refused.
+         */
+        val `reason`: kotlin.String
+        ) : MpoxException() {
+        override val message
+            get() = "option=${ `option` }, reason=${ `reason` }"
     }
     
     /**
@@ -2431,30 +2497,34 @@ public object FfiConverterTypeMpoxError : FfiConverterRustBuffer<MpoxException> 
             6 -> MpoxException.ModelContract(
                 FfiConverterString.read(buf),
                 )
-            7 -> MpoxException.ImageEmpty()
-            8 -> MpoxException.ImageFormat()
-            9 -> MpoxException.ImageDecode(
+            7 -> MpoxException.InvalidOption(
+                FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            10 -> MpoxException.ImageTooLarge(
-                FfiConverterLong.read(buf),
-                FfiConverterLong.read(buf),
-                FfiConverterLong.read(buf),
-                FfiConverterLong.read(buf),
-                FfiConverterLong.read(buf),
-                )
-            11 -> MpoxException.ImageTooSmall(
-                FfiConverterLong.read(buf),
-                FfiConverterLong.read(buf),
-                FfiConverterLong.read(buf),
-                )
-            12 -> MpoxException.InvalidFrame(
+            8 -> MpoxException.ImageEmpty()
+            9 -> MpoxException.ImageFormat()
+            10 -> MpoxException.ImageDecode(
                 FfiConverterString.read(buf),
                 )
-            13 -> MpoxException.Inference(
+            11 -> MpoxException.ImageTooLarge(
+                FfiConverterLong.read(buf),
+                FfiConverterLong.read(buf),
+                FfiConverterLong.read(buf),
+                FfiConverterLong.read(buf),
+                FfiConverterLong.read(buf),
+                )
+            12 -> MpoxException.ImageTooSmall(
+                FfiConverterLong.read(buf),
+                FfiConverterLong.read(buf),
+                FfiConverterLong.read(buf),
+                )
+            13 -> MpoxException.InvalidFrame(
                 FfiConverterString.read(buf),
                 )
-            14 -> MpoxException.Internal(
+            14 -> MpoxException.Inference(
+                FfiConverterString.read(buf),
+                )
+            15 -> MpoxException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -2495,6 +2565,12 @@ public object FfiConverterTypeMpoxError : FfiConverterRustBuffer<MpoxException> 
             is MpoxException.ModelContract -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is MpoxException.InvalidOption -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`option`)
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is MpoxException.ImageEmpty -> (
@@ -2580,21 +2656,27 @@ public object FfiConverterTypeMpoxError : FfiConverterRustBuffer<MpoxException> 
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is MpoxException.ImageEmpty -> {
+            is MpoxException.InvalidOption -> {
                 buf.putInt(7)
+                FfiConverterString.write(value.`option`, buf)
+                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is MpoxException.ImageFormat -> {
+            is MpoxException.ImageEmpty -> {
                 buf.putInt(8)
                 Unit
             }
-            is MpoxException.ImageDecode -> {
+            is MpoxException.ImageFormat -> {
                 buf.putInt(9)
+                Unit
+            }
+            is MpoxException.ImageDecode -> {
+                buf.putInt(10)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is MpoxException.ImageTooLarge -> {
-                buf.putInt(10)
+                buf.putInt(11)
                 FfiConverterLong.write(value.`width`, buf)
                 FfiConverterLong.write(value.`height`, buf)
                 FfiConverterLong.write(value.`maxWidth`, buf)
@@ -2603,24 +2685,24 @@ public object FfiConverterTypeMpoxError : FfiConverterRustBuffer<MpoxException> 
                 Unit
             }
             is MpoxException.ImageTooSmall -> {
-                buf.putInt(11)
+                buf.putInt(12)
                 FfiConverterLong.write(value.`width`, buf)
                 FfiConverterLong.write(value.`height`, buf)
                 FfiConverterLong.write(value.`minSide`, buf)
                 Unit
             }
             is MpoxException.InvalidFrame -> {
-                buf.putInt(12)
-                FfiConverterString.write(value.`reason`, buf)
-                Unit
-            }
-            is MpoxException.Inference -> {
                 buf.putInt(13)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is MpoxException.Internal -> {
+            is MpoxException.Inference -> {
                 buf.putInt(14)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is MpoxException.Internal -> {
+                buf.putInt(15)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -2877,6 +2959,38 @@ public object FfiConverterTypeVerdict: FfiConverterRustBuffer<Verdict> {
 }
 
 
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalInt: FfiConverterRustBuffer<kotlin.Int?> {
+    override fun read(buf: ByteBuffer): kotlin.Int? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Int?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Int?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterInt.write(value, buf)
+        }
+    }
+}
 
 
 

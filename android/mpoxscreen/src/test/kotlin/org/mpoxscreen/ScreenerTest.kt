@@ -233,6 +233,29 @@ class ScreenerTest {
     }
 
     @Test
+    fun viewsAverageMirrorImagesAndOtherCountsAreRefused() {
+        // A left-right gradient: its mirror image is a different photo to the network.
+        val (w, h) = 150 to 120
+        val frame = ByteArray(w * h * 4)
+        for (y in 0 until h) for (x in 0 until w) {
+            val i = (y * w + x) * 4
+            frame[i] = (x * 7 + y * 3).toByte(); frame[i + 1] = (x * y % 251).toByte()
+            frame[i + 2] = ((x xor y) * 2).toByte(); frame[i + 3] = 255.toByte()
+        }
+        assertEquals(1, screener.info().recommendedViews)
+        assertEquals(1, screener.views())
+        val one = Screener.fromBytes(modelBytes, ScreenerConfig(views = 1)).use { it.screenRgba(w, h, frame) }
+        assertEquals(screener.screenRgba(w, h, frame).logits, one.logits)
+        val two = Screener.fromBytes(modelBytes, ScreenerConfig(views = 2)).use {
+            assertEquals(2, it.views())
+            it.screenRgba(w, h, frame)
+        }
+        assertTrue("2 views gave the 1-view probability ${one.probabilityMpox}", two.probabilityMpox != one.probabilityMpox)
+        val bad = assertThrows<MpoxException.InvalidOption> { Screener.fromBytes(modelBytes, ScreenerConfig(views = 3)) }
+        assertEquals("views", bad.option)
+    }
+
+    @Test
     fun useClosesTheScreener() {
         val photo = File(reference[0].file).readBytes()
         val before = liveScreeners()
