@@ -271,11 +271,12 @@ mod tests {
         let bn = BatchNorm::new(3, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
         let shift = Tensor::new(&[3f32, -1.0, 0.0], &dev)?.reshape((1, 3, 1, 1))?;
         let scale = Tensor::new(&[2f32, 0.5, 1.0], &dev)?.reshape((1, 3, 1, 1))?;
-        let batch = || -> Result<Tensor> {
-            Tensor::randn(0f32, 1.0, (8, 3, 6, 6), &dev)?
+        let batch_of = |n: usize| -> Result<Tensor> {
+            Tensor::randn(0f32, 1.0, (n, 3, 6, 6), &dev)?
                 .broadcast_mul(&scale)?
                 .broadcast_add(&shift)
         };
+        let batch = || batch_of(8);
         for _ in 0..200 {
             bn.forward_t(&batch()?, true)?;
         }
@@ -287,7 +288,10 @@ mod tests {
         for (got, want) in var.iter().zip([4.0, 0.25, 1.0]) {
             assert!((got / want - 1.0).abs() < 0.1, "var {var:?}");
         }
-        let x = batch()?;
+        // A large batch: its own statistics (training mode) are then close to the distribution's,
+        // so what remains of the difference is the running statistics' error (with 8 photos the
+        // batch's sampling noise alone exceeded the tolerance now and then: the draws are unseeded).
+        let x = batch_of(64)?;
         let d = (bn.forward_t(&x, false)? - bn.forward_t(&x, true)?)?
             .abs()?
             .mean_all()?
