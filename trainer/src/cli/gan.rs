@@ -153,11 +153,9 @@ pub struct EvalArgs {
     /// Split manifest the GAN used (held-out photos are its fold's test and validation photos).
     #[arg(long)]
     split: Option<PathBuf>,
-    /// ImageNet MobileNetV2 weights for the features.
-    #[arg(
-        long,
-        default_value = "../shared/weights/mobilenet_v2_imagenet_features.safetensors"
-    )]
+    /// ImageNet MobileNetV2 weights for the features: a file, or `imagenet` for the ones
+    /// scripts/fetch-weights.sh caches.
+    #[arg(long, default_value = "imagenet")]
     weights: PathBuf,
     /// Output folder for eval.json and closest.png [default: the generated folder].
     #[arg(long)]
@@ -224,7 +222,7 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
                 &held_out,
                 &training,
                 size,
-                &a.weights,
+                &mpox_trainer::weights::resolve(&a.weights)?,
                 &out,
                 &candle_core::Device::Cpu,
             )?;

@@ -278,7 +278,8 @@ pub struct AblateArgs {
     /// Generated photos per real training photo of the positive class.
     #[arg(long, default_value_t = 1.0)]
     synthetic_ratio: f64,
-    /// ImageNet MobileNetV2 weights for the GAN's Fréchet distance and KID (skipped when absent).
+    /// ImageNet MobileNetV2 weights (a file, or `imagenet`) for the GAN's Fréchet distance and KID
+    /// (skipped when absent).
     #[arg(long)]
     feature_weights: Option<PathBuf>,
     /// Run only these folds (comma-separated; GANs are trained for these folds only).
@@ -475,7 +476,11 @@ pub fn ablate(a: AblateArgs) -> anyhow::Result<ExitCode> {
         fit,
         gan: a.gan.config()?,
         synthetic_ratio: a.synthetic_ratio,
-        feature_weights: a.feature_weights,
+        feature_weights: a
+            .feature_weights
+            .as_deref()
+            .map(mpox_trainer::weights::resolve)
+            .transpose()?,
         only_folds: a.only_folds,
         negatives: a.sources.negatives,
         external: a.sources.external_val,
