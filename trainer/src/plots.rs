@@ -457,7 +457,7 @@ pub fn class_verdicts(
     classes: &[crate::evaluate::ClassRates],
 ) -> Result<()> {
     let n = classes.len().max(1);
-    let size = (PLOT_SIZE.0 + 200, (140 + 24 * n as u32).max(PLOT_SIZE.1));
+    let size = (PLOT_SIZE.0 + 300, (140 + 24 * n as u32).max(PLOT_SIZE.1));
     let label = |c: &crate::evaluate::ClassRates| {
         let mut name = c.class.clone();
         if name.chars().count() > 40 {
@@ -475,7 +475,7 @@ pub fn class_verdicts(
             .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(330)
-            .build_cartesian_2d(0f64..1.25, -0.5f64..n as f64 - 0.5)
+            .build_cartesian_2d(0f64..1.6, -0.5f64..n as f64 - 0.5)
             .map_err(|e| plot_err(path, e))?;
         chart
             .configure_mesh()
@@ -485,6 +485,14 @@ pub fn class_verdicts(
                 let i = y.round();
                 if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < classes.len() {
                     label(&classes[classes.len() - 1 - i as usize])
+                } else {
+                    String::new()
+                }
+            })
+            .x_label_formatter(&|x| {
+                // The room right of 1 holds the rates and the legend, not shares.
+                if *x <= 1.0 + 1e-9 {
+                    format!("{x:.1}")
                 } else {
                     String::new()
                 }
