@@ -561,6 +561,33 @@ mod tests {
     }
 
     #[test]
+    fn class_verdict_bars_grow_with_the_classes_and_show_each_verdict() {
+        let dir = std::env::temp_dir().join(format!("mpox-plots-classes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rates: Vec<crate::evaluate::ClassRates> = (0..40)
+            .map(|i| crate::evaluate::ClassRates {
+                class: format!("negatives/condition-with-a-rather-long-name-{i}"),
+                positive: i == 0,
+                photos: 10,
+                likely_mpox: 0.2,
+                uncertain: 0.3,
+                unlikely: 0.5,
+                at_threshold: 0.4,
+                at_half: 0.2,
+            })
+            .collect();
+        let path = dir.join("classes.png");
+        class_verdicts(&path, "verdicts", &rates).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert!(img.height() > PLOT_SIZE.1, "40 rows need a taller canvas");
+        // All three verdict colours were drawn.
+        for k in [3, 1, 2] {
+            let c = COLOURS[k];
+            assert!(img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count() > 500);
+        }
+    }
+
+    #[test]
     fn font_renders_text() {
         // A caption alone must put ink on the canvas: the font is there and parses.
         let dir = crate::dataset::tests::temp_dir("plots-font");
