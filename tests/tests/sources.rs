@@ -139,6 +139,20 @@ fn save(m: &SplitManifest, f: &Fixture) -> PathBuf {
     path
 }
 
+/// Fold 0 of the saved split `m`, validated externally on the fixture's external set.
+fn fold_zero(f: &Fixture, m: &SplitManifest) -> DataSource {
+    DataSource {
+        root: f.data.clone(),
+        split: Some((save(m, f), 0)),
+        positive: None,
+        seed: 1,
+        synthetic: None,
+        synthetic_ratio: 0.0,
+        negatives: vec![],
+        external: Some(f.external.clone()),
+    }
+}
+
 fn tiny(recipe: Recipe) -> FitConfig {
     let mut c = FitConfig::with_recipe(Arch::MobileNetV2 { width: 0.35 }, None, recipe);
     c.input_size = 64;
@@ -154,17 +168,7 @@ fn tiny(recipe: Recipe) -> FitConfig {
 fn the_external_set_is_never_trained_on_and_sets_the_operating_point() {
     let f = fixture("sources-external");
     let m = split(&f);
-    let split_path = save(&m, &f);
-    let source = DataSource {
-        root: f.data.clone(),
-        split: Some((split_path.clone(), 0)),
-        positive: None,
-        seed: 1,
-        synthetic: None,
-        synthetic_ratio: 0.0,
-        negatives: vec![],
-        external: Some(f.external.clone()),
-    };
+    let source = fold_zero(&f, &m);
     let run = data::load(&source, 192).unwrap();
     assert_eq!(run.external.len(), 20);
     let external: HashSet<&Path> = run.external.iter().map(|s| s.path.as_path()).collect();
@@ -310,16 +314,7 @@ fn wise_ft_blends_reproduce_their_end_points() {
     // A whole WiSE-FT run: the probe is saved, every blend is scored, the kept one is reported.
     let f = fixture("sources-wise");
     let m = split(&f);
-    let source = DataSource {
-        root: f.data.clone(),
-        split: Some((save(&m, &f), 0)),
-        positive: None,
-        seed: 1,
-        synthetic: None,
-        synthetic_ratio: 0.0,
-        negatives: vec![],
-        external: Some(f.external.clone()),
-    };
+    let source = fold_zero(&f, &m);
     let out = f.data.parent().unwrap().join("wise");
     let card = fit(
         &tiny(Recipe::WiseFt),

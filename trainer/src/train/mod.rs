@@ -492,6 +492,15 @@ fn selection_name(data: &RunData) -> &'static str {
     }
 }
 
+/// What epoch and blend selection minimise (the rule [`selection_name`] describes): the
+/// validation loss, or with an external set `(loss, AUC)` minus the mean of both AUCs.
+fn selection_score(val_loss: f64, val_auc: f64, external: Option<(f64, f64)>) -> f64 {
+    match external {
+        Some((_, auc)) => -(val_auc + auc) / 2.0,
+        None => val_loss,
+    }
+}
+
 /// WiSE-FT's choice: the blend kept and every blend's scores.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WiseBlend {
@@ -964,10 +973,7 @@ impl<'a> Trainer<'a> {
             self.precise_batchnorm()?;
         }
         let (val_loss, val_accuracy, val_auc, external) = self.validate()?;
-        let selection = match external {
-            Some((_, auc)) => -(val_auc + auc) / 2.0,
-            None => val_loss,
-        };
+        let selection = selection_score(val_loss, val_auc, external);
         Ok(EpochRecord {
             epoch,
             phase: phase.into(),
@@ -1017,10 +1023,7 @@ impl<'a> Trainer<'a> {
                 self.precise_batchnorm()?;
             }
             let (val_loss, _, val_auc, external) = self.validate()?;
-            let score = match external {
-                Some((_, auc)) => -(val_auc + auc) / 2.0,
-                None => val_loss,
-            };
+            let score = selection_score(val_loss, val_auc, external);
             eprintln!(
                 "WiSE-FT α = {alpha}: validation AUC {val_auc:.3}{}",
                 external.map_or(String::new(), |e| format!(", external AUC {:.3}", e.1))
