@@ -156,10 +156,10 @@ fn fold_zero(f: &Fixture, m: &SplitManifest) -> DataSource {
 fn tiny(recipe: Recipe) -> FitConfig {
     let mut c = FitConfig::with_recipe(Arch::MobileNetV2 { width: 0.35 }, None, recipe);
     c.input_size = 64;
-    c.warmup_epochs = if recipe == Recipe::Finetune { 0 } else { 2 };
+    c.probe = recipe != Recipe::Finetune;
     c.epochs = if recipe == Recipe::Probe { 0 } else { 2 };
     c.patience = 2;
-    c.warmup_views = 1;
+    c.probe_views = 1;
     c.seed = 3;
     c
 }
@@ -192,10 +192,13 @@ fn the_external_set_is_never_trained_on_and_sets_the_operating_point() {
     .unwrap();
     let card = outcome.card.unwrap();
     assert_eq!(card.metrics["external_photos"], 20);
-    assert_eq!(
-        card.metrics["chosen_on"]["threshold"],
-        "external validation set"
-    );
+    // The operating point and temperature come from the internal fold and the external set
+    // pooled; the epoch from the mean of their AUCs.
+    assert!(card.metrics["chosen_on"]["threshold"]
+        .as_str()
+        .unwrap()
+        .ends_with("and the external validation set, pooled"));
+    assert_eq!(card.metrics["calibration_photos"], run.val.len() + 20);
     assert!(card.metrics["chosen_on"]["epoch"]
         .as_str()
         .unwrap()
@@ -335,8 +338,25 @@ fn wise_ft_blends_reproduce_their_end_points() {
         .map(|t| t[0].as_f64().unwrap())
         .collect();
     assert_eq!(tried, mpox_trainer::train::WISE_ALPHAS.to_vec());
-    assert!(tried.contains(&wise["alpha"].as_f64().unwrap()));
+    assert!(tried.contains(&wise["chosen"].as_f64().unwrap()));
     assert_eq!(card.metrics["recipe"], "wise-ft");
+    // The probe it starts from was solved for every penalty and kept one of them.
+    let probe = &card.metrics["probe_penalty"];
+    let penalties: Vec<f64> = probe["tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[0].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        penalties,
+        mpox_trainer::train::probe::PROBE_PENALTIES.to_vec()
+    );
+    assert!(penalties.contains(&probe["chosen"].as_f64().unwrap()));
+    assert_eq!(
+        card.metrics["chosen_on"]["probe_penalty"],
+        "mean AUC of the internal and external validation sets"
+    );
 }
 
 #[test]
@@ -347,14 +367,14 @@ fn recipes_parse_by_name_and_refuse_settings_that_cannot_work() {
     assert!("lpft".parse::<Recipe>().is_err());
     let mut c = FitConfig::with_recipe(Arch::MobileNetV2 { width: 1.0 }, None, Recipe::LpFt);
     assert!(c.validate().is_ok());
-    c.warmup_epochs = 0;
+    c.probe = false;
     assert!(c.validate().is_err(), "LP-FT needs a probe first");
     let mut c = FitConfig::with_recipe(Arch::MobileNetV2 { width: 1.0 }, None, Recipe::WiseFt);
     c.epochs = 0;
     assert!(c.validate().is_err(), "WiSE-FT needs fine-tuned weights");
     let probe = FitConfig::with_recipe(Arch::MobileNetV2 { width: 1.0 }, None, Recipe::Probe);
     assert_eq!(probe.epochs, 0);
-    assert!(probe.warmup_epochs > 0);
+    assert!(probe.probe);
     let l2sp = FitConfig::with_recipe(Arch::MobileNetV2 { width: 1.0 }, None, Recipe::L2Sp);
     assert!(l2sp.anchor_strength > 0.0);
 }

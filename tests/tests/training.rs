@@ -89,10 +89,10 @@ fn an_interrupted_run_resumes_to_the_same_state() {
     let dir = temp_dir("fit-resume");
     let data = dir.join("data");
     mpox_trainer::synthetic::write_dataset(&data, 20, 80, 6).unwrap();
-    // Both phases: one head-only warm-up epoch on cached features, then fine-tuning.
+    // Both phases: the probe solved on cached features, then fine-tuning.
     let mut config = tiny_config(2);
-    config.warmup_epochs = 1;
-    config.warmup_views = 2;
+    config.probe = true;
+    config.probe_views = 2;
     config.unfreeze = mpox_trainer::train::Unfreeze::Last(4);
     let straight = dir.join("straight");
     let a = fit(

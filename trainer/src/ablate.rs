@@ -128,6 +128,14 @@ fn gan_samples(
 pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<AblationSummary> {
     config.fit.validate()?;
     config.gan.validate()?;
+    if config.fit.epochs == 0 && config.fit.probe_views < 2 {
+        // The probe alone sees augmentation only through its extra cached views.
+        return Err(Error::Invalid(
+            "ablate: with --recipe probe the augmentation arm would equal the real-only arm; \
+             pass --probe-views 2 or more (or a recipe that fine-tunes)"
+                .into(),
+        ));
+    }
     let split_config = SplitConfig {
         folds: config.folds,
         seed: config.split_seed,
@@ -140,7 +148,6 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
         let mut fit = config.fit.clone();
         if !augment {
             fit.augment = None;
-            fit.warmup_views = 1;
         }
         CrossvalConfig {
             data: config.data.clone(),
@@ -243,6 +250,32 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the probe alone and one cached view, the augmentation arm would repeat the
+    /// real-only arm: refused before any data is read.
+    #[test]
+    fn a_probe_without_augmented_views_is_refused() {
+        use crate::models::Arch;
+        use crate::train::Recipe;
+        let mut config = AblateConfig {
+            data: PathBuf::from("/nonexistent/data"),
+            positive: "mpox".into(),
+            folds: 5,
+            split_seed: 0,
+            fit: FitConfig::with_recipe(Arch::MobileNetV2 { width: 1.0 }, None, Recipe::Probe),
+            gan: GanConfig::dcgan(10),
+            synthetic_ratio: 1.0,
+            feature_weights: None,
+            only_folds: vec![],
+            negatives: vec![],
+            external: None,
+        };
+        let err = ablate(&config, Path::new("/nonexistent/out"), &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("--probe-views"), "{err}");
+        config.fit.probe_views = 4;
+        let err = ablate(&config, Path::new("/nonexistent/out"), &Device::Cpu).unwrap_err();
+        assert!(!err.to_string().contains("--probe-views"), "{err}");
+    }
 
     fn summary(std: f64) -> CrossvalSummary {
         CrossvalSummary {

@@ -21,8 +21,9 @@ pub struct SourceArgs {
     #[arg(long, value_name = "DIR")]
     negatives: Vec<PathBuf>,
     /// An external validation set from another source (an ImageFolder with the positive class):
-    /// never trained on; chooses the epoch, the WiSE-FT blend, the temperature and the
-    /// operating point, and is reported after training.
+    /// never trained on; with the internal validation fold it chooses the epoch, the probe's
+    /// penalty, the WiSE-FT blend, the temperature and the operating point, and is reported
+    /// after training.
     #[arg(long, value_name = "DIR")]
     external_val: Option<PathBuf>,
 }
@@ -31,7 +32,7 @@ pub struct SourceArgs {
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// How pretrained weights are adapted: probe, finetune, lp-ft, wise-ft or l2-sp
-    /// [default: wise-ft with --weights, finetune (all stages) without].
+    /// [default: probe with --weights, finetune (all stages) without].
     #[arg(long)]
     recipe: Option<Recipe>,
     /// mobilenet_v2, mobilenet_v2_w<WIDTH> or resnet18 [default: mobilenet_v2; mobilenet_v2_w0.5 for the demo set].
@@ -51,13 +52,14 @@ pub struct TrainArgs {
     /// Fine-tuning epochs (upper bound; early stopping may end sooner). Default: 8 pretrained, 30 from scratch.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Head-only warm-up epochs on cached backbone features. Default: 3 pretrained, 0 from scratch.
+    /// Skip the linear probe that pretrained weights start with (the head then starts at zero
+    /// and is fine-tuned with the backbone).
     #[arg(long)]
-    warmup_epochs: Option<usize>,
-    /// Augmented views per photo cached for the warm-up.
-    #[arg(long, default_value_t = 4)]
-    warmup_views: usize,
-    /// Backbone stages trained after the warm-up: `all` or a number of final stages. Default: 5 (MobileNetV2) or 3 (ResNet-18) pretrained, all from scratch.
+    no_probe: bool,
+    /// Views per photo cached for the probe: the centre crop, then augmented ones [default: 1].
+    #[arg(long)]
+    probe_views: Option<usize>,
+    /// Backbone stages trained after the probe: `all` or a number of final stages. Default: 5 (MobileNetV2) or 3 (ResNet-18) pretrained, all from scratch.
     #[arg(long)]
     unfreeze: Option<String>,
     /// Learning rate of the head (base rate) [default: the recipe's: 1e-3, 1e-4 for lp-ft and wise-ft].
@@ -72,9 +74,9 @@ pub struct TrainArgs {
     /// Train on the photos as they are (no augmentation).
     #[arg(long)]
     no_augment: bool,
-    /// Sensitivity the operating threshold must reach on validation data.
-    #[arg(long, default_value_t = 0.95)]
-    target_sensitivity: f64,
+    /// Sensitivity the operating threshold must reach on validation data [default: 0.90].
+    #[arg(long)]
+    target_sensitivity: Option<f64>,
     /// Test-time views (1, 2, 4 or 8) averaged when calibrating, and recommended to the SDK in
     /// the exported file.
     #[arg(long, default_value_t = 1)]
@@ -115,10 +117,12 @@ impl TrainArgs {
         if let Some(e) = self.epochs {
             c.epochs = e;
         }
-        if let Some(w) = self.warmup_epochs {
-            c.warmup_epochs = w;
+        if self.no_probe {
+            c.probe = false;
         }
-        c.warmup_views = self.warmup_views;
+        if let Some(v) = self.probe_views {
+            c.probe_views = v;
+        }
         if let Some(u) = &self.unfreeze {
             c.unfreeze = match u.as_str() {
                 "all" => Unfreeze::All,
@@ -137,7 +141,9 @@ impl TrainArgs {
         if self.no_augment {
             c.augment = None;
         }
-        c.target_sensitivity = self.target_sensitivity;
+        if let Some(t) = self.target_sensitivity {
+            c.target_sensitivity = t;
+        }
         c.validate()?;
         Ok((c, mpox_trainer::device(&self.device)?))
     }
