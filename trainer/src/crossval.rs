@@ -80,7 +80,8 @@ impl CrossvalSummary {
     pub fn markdown(&self, title: &str) -> String {
         let mut md = format!(
             "# {title}\n\n{} folds, architecture {}. Metrics on each fold's test photos, at the \
-             threshold chosen on its validation fold for sensitivity ≥ the target, and at p ≥ 0.5.\n\n\
+             threshold chosen for sensitivity ≥ the target on its validation fold (on the external \
+             set when there is one), and at p ≥ 0.5.\n\n\
              | metric | at the operating point | at p ≥ 0.5 |\n|---|---|---|\n",
             self.folds.len(),
             self.arch
@@ -94,8 +95,8 @@ impl CrossvalSummary {
         }
         if !self.external_mean_std.is_empty() {
             md.push_str(
-                "\n## External validation set\n\nEach fold's model on the external set (which chose its \
-                 epoch and operating point):\n\n| metric | at the operating point | at p ≥ 0.5 |\n|---|---|---|\n",
+                "\n## External validation set\n\nEach fold's model on the external set (which, with the \
+                 internal validation fold, chose its epoch, and alone its operating point):\n\n| metric | at the operating point | at p ≥ 0.5 |\n|---|---|---|\n",
             );
             for (i, (k, m, s)) in self.external_mean_std.iter().enumerate() {
                 let half = self

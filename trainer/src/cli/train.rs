@@ -22,8 +22,8 @@ pub struct SourceArgs {
     negatives: Vec<PathBuf>,
     /// An external validation set from another source (an ImageFolder with the positive class):
     /// never trained on; with the internal validation fold it chooses the epoch, the probe's
-    /// penalty, the WiSE-FT blend, the temperature and the operating point, and is reported
-    /// after training.
+    /// penalty and the WiSE-FT blend, alone the temperature and the operating point, and it is
+    /// reported after training.
     #[arg(long, value_name = "DIR")]
     external_val: Option<PathBuf>,
 }
