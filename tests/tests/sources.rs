@@ -1,7 +1,8 @@
 //! Several sources in one run, on generated photos: extra negatives folders (never positive,
 //! deduplicated against the main data, kept in their fold), an external validation set (never
 //! trained on, choosing the operating point), per-condition reports, and the recipes that keep
-//! what pretraining taught (WiSE-FT's end points, L2-SP's pull, LP-FT's probe start).
+//! what pretraining taught (the solved probe, WiSE-FT's end points, L2-SP's pull, LP-FT's probe
+//! start).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -410,4 +411,82 @@ fn the_trainers_test_time_views_are_the_sdks() {
             }
         }
     }
+}
+
+/// The probe recipe's head is the solved regression: on the pooled features of the training
+/// photos' centre crops (the view the SDK screens), standardised, the objective's gradient at
+/// the saved head, with the penalty the card reports, is zero.
+#[test]
+fn the_probe_is_the_optimum_of_its_regression_on_centre_crops() {
+    use mpox_trainer::models::Network;
+    use mpox_trainer::train::probe::{Objective, Standardizer};
+    use nalgebra::{DMatrix, DVector};
+
+    let f = fixture("sources-probe");
+    let m = split(&f);
+    let source = fold_zero(&f, &m);
+    let out = f.data.parent().unwrap().join("probe");
+    let config = tiny(Recipe::Probe);
+    let card = fit(&config, &source, &out, &Device::Cpu, &RunOptions::default())
+        .unwrap()
+        .card
+        .unwrap();
+    let penalty = card.metrics["probe_penalty"]["chosen"].as_f64().unwrap();
+
+    let net = Network::new(config.arch, 2, config.seed, &Device::Cpu).unwrap();
+    net.load_checkpoint(&out.join(files::BEST)).unwrap();
+    let pre = mpox_sdk::Preprocessing::imagenet(config.input_size);
+    let run = data::load(&source, pre.resize * 2).unwrap();
+    let s = pre.input_size as usize;
+    let flat: Vec<f32> = run
+        .train
+        .iter()
+        .flat_map(|x| pre.normalize(&pre.center_crop(&x.image)))
+        .collect();
+    let x = Tensor::from_vec(flat, (run.train.len(), 3, s, s), &Device::Cpu).unwrap();
+    let pooled = Network::pool(&net.features(&x, false).unwrap()).unwrap();
+    let dim = net.feature_dim();
+    let rows: Vec<f64> = pooled
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let raw = DMatrix::from_row_slice(run.train.len(), dim, &rows);
+    let std = Standardizer::fit(&raw);
+    let z = std.apply(&raw);
+    let labels: Vec<usize> = run.train.iter().map(|x| x.label).collect();
+    let n = labels.len() as f64;
+    let counts = [0, 1].map(|c| labels.iter().filter(|&&l| l == c).count() as f64);
+    let weights = counts.map(|k| n / (2.0 * k));
+    let objective = Objective::new(&z, &labels, &weights, penalty).unwrap();
+
+    // The head in standardised units: W[j, c] = w[c, j]·σ_j, b[c] = b_raw[c] + Σ_j w[c, j]·μ_j.
+    let head = net.head();
+    let w = head.weight.to_vec2::<f32>().unwrap();
+    let b = head.bias.to_vec1::<f32>().unwrap();
+    let mut theta = DVector::zeros(objective.len());
+    for c in 0..2 {
+        for j in 0..dim {
+            theta[c * dim + j] = f64::from(w[c][j]) * std.scale[j];
+        }
+        theta[2 * dim + c] = f64::from(b[c])
+            + (0..dim)
+                .map(|j| f64::from(w[c][j]) * std.mean[j])
+                .sum::<f64>();
+    }
+    // The gradient's scale: at a zero head and at a head 1.5 times too large. At the saved head
+    // it must be a hundredth of both (f32 storage of the head keeps it from exactly 0).
+    let at = |t: &DVector<f64>| objective.eval(t).1.amax();
+    let (head_grad, zero_grad, off_grad) = (
+        at(&theta),
+        at(&DVector::zeros(objective.len())),
+        at(&(&theta * 1.5)),
+    );
+    assert!(
+        head_grad < 0.01 * zero_grad.min(off_grad),
+        "gradient {head_grad} at the saved head, {zero_grad} at zero, {off_grad} off the optimum"
+    );
 }
