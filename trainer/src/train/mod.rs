@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpox_sdk::contract::ModelMeta;
 use mpox_sdk::Preprocessing;
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DMatrix;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -41,7 +41,7 @@ use probe::{Objective, Standardizer, PROBE_PENALTIES};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Recipe {
-    /// Linear probe: the head alone, solved on frozen features of augmented views.
+    /// Linear probe: the head alone, solved on frozen features of the centre crop.
     Probe,
     /// The probe, then fine-tuning of the last stages at a 10× smaller backbone rate.
     Finetune,
@@ -605,11 +605,11 @@ fn finish(
         None => format!("internal validation fold {}", data.val_fold),
         Some(_) => "external validation set".to_string(),
     };
-    let (logits, labels) = match &external {
-        Some((l, y)) => (l.clone(), y.clone()),
-        None => (val_logits.clone(), val_labels.clone()),
+    let (logits, labels): (&[Vec<f64>], &[usize]) = match &external {
+        Some((l, y)) => (l, y),
+        None => (&val_logits, &val_labels),
     };
-    let fit = calibration::fit_temperature(&logits, &labels)?;
+    let fit = calibration::fit_temperature(logits, labels)?;
     let probs_of = |logits: &[Vec<f64>]| -> Vec<f64> {
         logits
             .iter()
@@ -618,8 +618,8 @@ fn finish(
     };
     let truth_of = |labels: &[usize]| -> Vec<bool> { labels.iter().map(|&l| l == pos).collect() };
     let op = calibration::operating_point(
-        &probs_of(&logits),
-        &truth_of(&labels),
+        &probs_of(logits),
+        &truth_of(labels),
         config.target_sensitivity,
     )?;
     let val_metrics =
@@ -1010,13 +1010,7 @@ impl<'a> Trainer<'a> {
                 probe.iterations
             );
             if sweep.offer(&mut best, score, penalty, val_auc, external.map(|e| e.1)) {
-                let theta = DVector::from_iterator(
-                    probe.weight.len() + probe.bias.len(),
-                    probe.weight.iter().chain(probe.bias.iter()).copied(),
-                );
-                let (total, _) = objective.eval(&theta);
-                let data_loss = total - 0.5 * penalty * probe.weight.norm_squared();
-                kept = Some((probe.to_head(&std), data_loss));
+                kept = Some((probe.to_head(&std), probe.loss));
             }
             previous = Some(probe);
         }
