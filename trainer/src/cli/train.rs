@@ -74,9 +74,9 @@ pub struct TrainArgs {
     /// Train on the photos as they are (no augmentation).
     #[arg(long)]
     no_augment: bool,
-    /// Sensitivity the operating threshold must reach on validation data [default: 0.90].
-    #[arg(long)]
-    target_sensitivity: Option<f64>,
+    /// Sensitivity the operating threshold must reach on validation data.
+    #[arg(long, default_value_t = mpox_trainer::calibration::DEFAULT_TARGET_SENSITIVITY)]
+    target_sensitivity: f64,
     /// Test-time views (1, 2, 4 or 8) averaged when calibrating, and recommended to the SDK in
     /// the exported file.
     #[arg(long, default_value_t = 1)]
@@ -141,9 +141,7 @@ impl TrainArgs {
         if self.no_augment {
             c.augment = None;
         }
-        if let Some(t) = self.target_sensitivity {
-            c.target_sensitivity = t;
-        }
+        c.target_sensitivity = self.target_sensitivity;
         c.validate()?;
         Ok((c, mpox_trainer::device(&self.device)?))
     }
