@@ -1,10 +1,12 @@
 //! SDK latency beside onnxruntime, model load time and peak memory, one thread, 224 px; then the
 //! cost of test-time views (1, 2, 4, 8) on MobileNetV2.
 //!
-//! `cargo bench -p mpox-e2e --bench sdk_latency` prints two Markdown tables (the README's figures).
+//! `cargo bench -p mpox-e2e --bench sdk_latency` prints two Markdown tables (the figures in
+//! docs/results.md).
 //! Each model is measured in a child process of its own so that its peak RSS is its own.
-//! MobileNetV2 uses the ImageNet weights from `../shared/weights` when present (latency does not
-//! depend on the weight values, so random weights give the same timing elsewhere).
+//! MobileNetV2 uses the ImageNet weights from the shared data folder's `weights/` (`$MPOX_SHARED`,
+//! see `mpox_e2e::shared`) when present (latency does not depend on the weight values, so random
+//! weights give the same timing elsewhere).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

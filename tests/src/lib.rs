@@ -1,5 +1,6 @@
 //! Fixtures shared by the end-to-end tests and benchmarks: generated models, photos and encodings.
-//! Nothing here reads the real dataset; `shared()` finds `../shared` for the reference tests only.
+//! Nothing here reads the real dataset; `shared()` finds the shared data folder (`$MPOX_SHARED`)
+//! for the reference tests only.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -18,9 +19,9 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The read-only `shared/` folder (weights, PyTorch references, data): `$MPOX_SHARED`, else
-/// `../shared` beside the workspace. `None` (with a note on stderr) when absent, unless
-/// `MPOX_REQUIRE_SHARED=1`, which turns its absence into a failure.
+/// The read-only shared data folder (weights, PyTorch references, data): `$MPOX_SHARED`, else
+/// a folder named `shared` beside the workspace. `None` (with a note on stderr) when absent,
+/// unless `MPOX_REQUIRE_SHARED=1`, which turns its absence into a failure.
 pub fn shared() -> Option<PathBuf> {
     let dir = std::env::var_os("MPOX_SHARED")
         .map(PathBuf::from)

@@ -1,5 +1,6 @@
-//! Our candle networks against PyTorch/torchvision outputs in `../shared/reference`
-//! (see its README: a seeded input, MobileNetV2 with the ImageNet weights, a seeded ResNet-18).
+//! Our candle networks against PyTorch/torchvision outputs in the shared data folder's
+//! `reference/` (`$MPOX_SHARED`, see `mpox_e2e::shared`): a seeded input, MobileNetV2 with the
+//! ImageNet weights, a seeded ResNet-18.
 
 use std::collections::HashMap;
 

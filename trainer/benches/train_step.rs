@@ -1,5 +1,6 @@
 //! Training throughput on this CPU: classifier steps (forward + backward) in the configurations
-//! the README's experiments use, and one DCGAN step (D update + G update) at 64 px, batch 64.
+//! the experiments in docs/results.md use, and one DCGAN step (D update + G update) at 64 px,
+//! batch 64.
 //!
 //! `cargo bench -p mpox-trainer --bench train_step` prints a Markdown table. Set
 //! `MPOX_BENCH_QUICK=1` for one timed repetition instead of three.

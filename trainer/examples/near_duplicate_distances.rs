@@ -2,7 +2,7 @@
 //! near-duplicate gate and confirmation level (`mpox_trainer::audit::DEFAULT_NEAR_THRESHOLD` and
 //! `DEFAULT_MIN_CORRELATION` quote the figures this printed for MSID).
 //!
-//! `cargo run --release -p mpox-trainer --example near_duplicate_distances -- ../shared/data/msid [MAX]`
+//! `cargo run --release -p mpox-trainer --example near_duplicate_distances -- path/to/msid [MAX]`
 //!
 //! Prints the histogram of the hash distance (mirror images included) over every pair, then
 //! every pair at or below MAX (default 18) with its correlation, highest first, so that the

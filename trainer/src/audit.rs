@@ -21,7 +21,8 @@
 //!    a look-alike does not; see [`DEFAULT_MIN_CORRELATION`].
 //!
 //! The figures behind both numbers are reproduced by
-//! `cargo run --release -p mpox-trainer --example near_duplicate_distances -- ../shared/data/msid`.
+//! `cargo run --release -p mpox-trainer --example near_duplicate_distances -- path/to/msid`
+//! (the MSID ImageFolder tree).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

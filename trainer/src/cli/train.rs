@@ -416,7 +416,7 @@ pub fn pipeline(a: PipelineArgs) -> anyhow::Result<ExitCode> {
     let mut train = a.train.clone();
     if a.data.is_some() && train.weights.is_none() && train.arch.is_none() {
         // Real photos: ImageNet features transfer; a network trained from scratch on a few
-        // hundred photos does not (README, "Results").
+        // hundred photos does not (docs/results.md).
         train.weights = Some(PathBuf::from("imagenet"));
     }
     let (fit, device) = train.config_with(defaults)?;

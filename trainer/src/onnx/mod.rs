@@ -1,4 +1,5 @@
-//! ONNX export: a trained network becomes one self-describing model file (README, "The model file").
+//! ONNX export: a trained network becomes one self-describing model file (docs/architecture.md,
+//! "The model file").
 //!
 //! BatchNorm is folded into the convolutions, so the inference graph holds only
 //! Conv/Clip/Relu/Add/MaxPool/GlobalAveragePool/Flatten/Gemm. Besides `logits` the file has a `cam`

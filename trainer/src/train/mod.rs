@@ -99,10 +99,10 @@ impl std::str::FromStr for Recipe {
 }
 
 /// The recipe `pipeline` and `fit` use on pretrained weights unless told otherwise, chosen on
-/// the external validation set (README, "Screening photos from other sources"). On fold 0 of
-/// MSID + DermNet the solved probe reached external AUC 0.934 on MSLD v1; every fine-tuning
-/// epoch after it lowered that (0.81–0.87), and WiSE-FT's blends too (α ¼: 0.887, ½: 0.888,
-/// 1: 0.858), so WiSE-FT itself kept α = 0, the probe.
+/// the external validation set (docs/results.md, "Screening photos from other sources"). On
+/// fold 0 of MSID + DermNet the solved probe reached external AUC 0.934 on MSLD v1; every
+/// fine-tuning epoch after it lowered that (0.81–0.87), and WiSE-FT's blends too (α ¼: 0.887,
+/// ½: 0.888, 1: 0.858), so WiSE-FT itself kept α = 0, the probe.
 pub const DEFAULT_RECIPE: Recipe = Recipe::Probe;
 
 /// What an epoch trained.
@@ -246,8 +246,9 @@ impl FitConfig {
             seed: 0,
             augment: Some(Augment::default()),
             // On fold 0 of MSID + DermNet, a probe on 4 augmented views reached external AUC
-            // 0.888 on MSLD v1; the same probe on the centre crop alone 0.93–0.94 (README,
-            // "Screening photos from other sources"): the probe learns the view it is used on.
+            // 0.888 on MSLD v1; the same probe on the centre crop alone 0.93–0.94
+            // (docs/results.md, "Screening photos from other sources"): the probe learns the view
+            // it is used on.
             probe_views: 1,
             target_sensitivity: DEFAULT_TARGET_SENSITIVITY,
             anchor_strength: 0.0,
@@ -600,7 +601,7 @@ fn finish(
     // measured and not kept: on fold 0 of MSID + DermNet the pooled threshold passed 39 % of
     // the external set's chickenpox and measles (specificity 0.61 against 0.85), while the
     // external threshold kept 0.73 of the MSID test fold's mpox above it and 96 % out of the
-    // "unlikely" verdict (README, "Screening photos from other sources").
+    // "unlikely" verdict (docs/results.md, "Screening photos from other sources").
     let calibration_name = match &external {
         None => format!("internal validation fold {}", data.val_fold),
         Some(_) => "external validation set".to_string(),

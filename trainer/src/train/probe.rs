@@ -5,9 +5,10 @@
 //! regularised probe: the LP-FT paper fits it with an L-BFGS logistic regression whose penalty is
 //! chosen on validation data. A few epochs of AdamW on raw features, which this trainer did
 //! before, leave the head under-regularised; on MSLD v1 the solved probe separated mpox from
-//! chickenpox and measles markedly better (README, "Screening photos from other sources").
-//! Standardising the features first makes one penalty mean the same for every feature; the
-//! solution is folded back into the network's units, so the exported head is unchanged in form.
+//! chickenpox and measles markedly better (docs/results.md, "Screening photos from other
+//! sources"). Standardising the features first makes one penalty mean the same for every
+//! feature; the solution is folded back into the network's units, so the exported head is
+//! unchanged in form.
 
 use nalgebra::{DMatrix, DVector};
 
