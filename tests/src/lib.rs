@@ -2,6 +2,9 @@
 //! Nothing here reads the real dataset; `shared()` finds the shared data folder (`$MPOX_SHARED`)
 //! for the reference tests only.
 
+pub mod fuzz_seeds;
+pub mod fuzzing;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
