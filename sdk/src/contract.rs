@@ -1,6 +1,9 @@
 //! The model-file contract: the metadata an exported `.onnx` carries, written by the trainer and
 //! read back by the SDK through this one type, so both sides always agree on keys and meaning.
 
+use tract_onnx::pb;
+use tract_onnx::prelude::TypedModel;
+
 use crate::error::{Error, Result};
 use crate::preprocess::{is_view_count, Preprocessing, VIEW_COUNTS};
 
@@ -261,6 +264,148 @@ impl ModelMeta {
             created: optional(keys::CREATED),
         })
     }
+}
+
+/// Checks names, element types and ranks of the graph's inputs and outputs against the contract
+/// before tract builds anything from it; returns the positions of `logits` and `cam` among the
+/// graph's outputs.
+pub fn check_graph(graph: &pb::GraphProto, meta: &ModelMeta) -> Result<(usize, usize)> {
+    let bad = |reason: String| Error::ModelContract { reason };
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .collect();
+    let [input] = inputs.as_slice() else {
+        return Err(bad(format!(
+            "expected one input `{INPUT_NAME}`, found {:?}",
+            inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
+        )));
+    };
+    if input.name != INPUT_NAME {
+        return Err(bad(format!(
+            "the input is called `{}`, expected `{INPUT_NAME}`",
+            input.name
+        )));
+    }
+    let dims = tensor_dims(input)
+        .ok_or_else(|| bad(format!("input `{INPUT_NAME}` is not a float32 tensor")))?;
+    let s = i64::from(meta.preprocessing.input_size);
+    let expected = [None, Some(3), Some(s), Some(s)];
+    let matches = dims.len() == 4
+        && dims
+            .iter()
+            .zip(expected)
+            .all(|(d, e)| d.is_none() || e.is_none() || *d == e);
+    if !matches {
+        return Err(bad(format!(
+            "input `{INPUT_NAME}` has shape {}, expected [N, 3, {s}, {s}]",
+            show_dims(&dims)
+        )));
+    }
+    let position = |name: &str| {
+        graph
+            .output
+            .iter()
+            .position(|o| o.name == name)
+            .ok_or_else(|| bad(format!("output `{name}` is missing")))
+    };
+    let logits_ix = position(LOGITS_NAME)?;
+    let cam_ix = position(CAM_NAME)?;
+    for (ix, rank) in [(logits_ix, 2), (cam_ix, 4)] {
+        let out = &graph.output[ix];
+        match tensor_dims(out) {
+            Some(d) if d.len() == rank => {}
+            Some(d) => {
+                return Err(bad(format!(
+                    "output `{}` has rank {}, expected {rank}",
+                    out.name,
+                    d.len()
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "output `{}` is not a float32 tensor",
+                    out.name
+                )))
+            }
+        }
+    }
+    Ok((logits_ix, cam_ix))
+}
+
+/// Dimensions of a float32 tensor value (`None` per symbolic dimension), or `None` if it is not one.
+fn tensor_dims(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    use pb::type_proto::Value;
+    let Some(Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    if t.elem_type != pb::tensor_proto::DataType::Float as i32 {
+        return None;
+    }
+    let shape = t.shape.as_ref()?;
+    Some(
+        shape
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `[?, 3, 224, 224]`-style display of dimensions.
+fn show_dims(dims: &[Option<i64>]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or("?".into(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The shape of an output of the optimised model for one image, if tract knows it exactly.
+fn concrete_shape(model: &TypedModel, output: usize) -> Result<Vec<usize>> {
+    let fact = model
+        .output_fact(output)
+        .map_err(|e| Error::ModelContract {
+            reason: format!("{e:#}"),
+        })?;
+    fact.shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+        .ok_or_else(|| Error::ModelContract {
+            reason: format!("output {output} has a non-concrete shape {:?}", fact.shape),
+        })
+}
+
+/// Checks the optimised model's output shapes for one image against the labels: `logits` must be
+/// `[1, C]` and `cam` `[1, C, h, w]`; returns `(h, w)`.
+pub fn check_outputs(
+    model: &TypedModel,
+    meta: &ModelMeta,
+    logits_ix: usize,
+    cam_ix: usize,
+) -> Result<(usize, usize)> {
+    let c = meta.labels.len();
+    let logits_shape = concrete_shape(model, logits_ix)?;
+    if logits_shape != [1, c] {
+        return Err(Error::ModelContract {
+            reason: format!(
+                "`logits` has shape {logits_shape:?} for one image, expected [1, {c}] ({c} labels)"
+            ),
+        });
+    }
+    let cam_shape = concrete_shape(model, cam_ix)?;
+    if cam_shape.len() != 4 || cam_shape[..2] != [1, c] {
+        return Err(Error::ModelContract {
+            reason: format!("`cam` has shape {cam_shape:?} for one image, expected [1, {c}, h, w]"),
+        });
+    }
+    Ok((cam_shape[2], cam_shape[3]))
 }
 
 #[cfg(test)]

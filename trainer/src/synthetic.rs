@@ -115,7 +115,7 @@ pub fn write_dataset(dir: &Path, per_class: usize, size: u32, seed: u64) -> Resu
                 let img = photo(&mut rng, class_index == 1, size);
                 let path = class_dir.join(format!("P{patient:03}_{k:02}.png"));
                 img.save(&path)
-                    .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))?;
+                    .map_err(|e| crate::atomic::image_error(&path, e))?;
                 written += 1;
             }
         }

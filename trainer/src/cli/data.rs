@@ -60,7 +60,7 @@ pub struct SplitArgs {
     /// Dataset folder: DATA/<class>/<images>.
     data: PathBuf,
     /// Number of folds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = mpox_trainer::split::SplitConfig::FOLDS)]
     folds: usize,
     /// Seed of the assignment.
     #[arg(long, default_value_t = 0)]

@@ -53,17 +53,17 @@ pub struct TrainArgs {
 #[derive(Args, Debug, Clone)]
 pub struct GanOptions {
     /// Image side: 64 (the paper) or 128.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = GanConfig::SIZE)]
     size: usize,
     /// Training steps.
-    #[arg(long, visible_alias = "steps", default_value_t = 2000)]
+    #[arg(long, visible_alias = "steps", default_value_t = GanConfig::STEPS)]
     gan_steps: usize,
     /// Images per step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = GanConfig::BATCH_SIZE)]
     gan_batch_size: usize,
     /// Loss: bce (the paper's) or hinge.
-    #[arg(long, default_value = "bce")]
-    loss: String,
+    #[arg(long, value_enum, default_value_t = GanConfig::LOSS)]
+    loss: Loss,
     /// DiffAugment policy on real and generated images before D: none, or a comma list of colour, translation, cutout.
     #[arg(long, default_value = "none")]
     diffaug: String,
@@ -71,13 +71,13 @@ pub struct GanOptions {
     #[arg(long)]
     ema: Option<f64>,
     /// Learning rate of both networks.
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = GanConfig::LR)]
     gan_lr: f64,
     /// Seed of initialisation, noise and batches.
     #[arg(long, default_value_t = 0)]
     gan_seed: u64,
     /// A sample grid, plots and a checkpoint every this many steps.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = GanConfig::EVERY)]
     every: usize,
 }
 
@@ -91,11 +91,7 @@ impl GanOptions {
         c.seed = self.gan_seed;
         c.every = self.every;
         c.ema = self.ema;
-        c.loss = match self.loss.as_str() {
-            "bce" => Loss::Bce,
-            "hinge" => Loss::Hinge,
-            other => bail!("--loss {other}: use bce or hinge"),
-        };
+        c.loss = self.loss;
         c.diffaug = parse_policy(&self.diffaug)?;
         c.validate()?;
         Ok(c)

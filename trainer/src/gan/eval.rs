@@ -285,7 +285,7 @@ pub fn evaluate(
     let grid = super::train::grid(&closest, 4);
     crate::atomic::write_atomic_with(&path, |tmp| {
         grid.save_with_format(tmp, image::ImageFormat::Png)
-            .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))
+            .map_err(|e| crate::atomic::image_error(tmp, e))
     })?;
     Ok(GanEvalReport {
         generated: generated.len(),

@@ -100,9 +100,9 @@ pub fn sample(
         let z = super::train::noise(batch, &mut rng, device)?;
         for img in super::train::to_images(&g.forward_t(&z, false)?)? {
             let name = format!("gen_{:05}.png", files.len());
-            img.save(out.join(&name)).map_err(|e| {
-                Error::Invalid(format!("cannot write {}: {e}", out.join(&name).display()))
-            })?;
+            let path = out.join(&name);
+            img.save(&path)
+                .map_err(|e| crate::atomic::image_error(&path, e))?;
             files.push(name);
         }
     }

@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
-use crate::onnx::GraphBuilder;
+use crate::graph::GraphBuilder;
 use crate::ops;
 
 /// Activation after the BatchNorm.

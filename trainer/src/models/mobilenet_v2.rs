@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::{Act, ConvBn, ConvSpec};
-use crate::onnx::GraphBuilder;
+use crate::graph::GraphBuilder;
 
 /// `(expansion t, channels c, repeats n, first stride s)` of each stage, from the paper's table 2.
 const STAGES: [(usize, usize, usize, usize); 7] = [

@@ -346,11 +346,15 @@ impl Network {
 
     /// Saves every variable as safetensors, atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::atomic::write_atomic_with(path, |tmp| Ok(self.varmap.save(tmp)?))
+        crate::atomic::write_atomic_with(path, |tmp| {
+            self.varmap
+                .save(tmp)
+                .map_err(|e| crate::atomic::candle_error(tmp, e))
+        })
     }
 
     /// Writes the backbone into an ONNX graph; returns the feature map's name.
-    pub fn export_features(&self, g: &mut crate::onnx::GraphBuilder, x: &str) -> Result<String> {
+    pub fn export_features(&self, g: &mut crate::graph::GraphBuilder, x: &str) -> Result<String> {
         Ok(match &self.backbone {
             Backbone::MobileNetV2(m) => m.export(g, x)?,
             Backbone::ResNet18(m) => m.export(g, x)?,

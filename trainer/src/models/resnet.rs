@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::{Act, ConvBn, ConvSpec};
-use crate::onnx::GraphBuilder;
+use crate::graph::GraphBuilder;
 use crate::ops;
 
 #[derive(Clone, Debug)]

@@ -1,4 +1,7 @@
 //! A small ONNX graph writer over tract's prost types: just the operators our networks need.
+//!
+//! A leaf: the networks (`models/`) write their layers through it and `onnx` assembles the file
+//! around them, so neither of those two modules needs the other's internals.
 
 use tract_onnx::pb::{
     self, attribute_proto::AttributeType, tensor_proto::DataType,

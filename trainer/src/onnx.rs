@@ -6,14 +6,12 @@
 //! output: the head applied to the last feature map as a 1×1 convolution, whose spatial mean equals
 //! the logits, so the SDK can draw a heatmap without gradients.
 
-mod builder;
-
 use std::path::Path;
 
 use mpox_sdk::contract::{ModelMeta, CAM_NAME, INPUT_NAME, LOGITS_NAME};
 use prost::Message;
 
-pub use builder::{DimSpec, GraphBuilder, IR_VERSION, OPSET};
+pub use crate::graph::{DimSpec, GraphBuilder, IR_VERSION, OPSET};
 
 use crate::error::{Error, Result};
 use crate::models::Network;
