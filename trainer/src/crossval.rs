@@ -230,10 +230,10 @@ pub fn run_fold(
         stop_after: None,
         progress,
     };
-    if !dir.join(files::MODEL).exists() {
-        eprintln!("== fold {fold}: training in {}", dir.display());
-        train::fit(&config.fit, &source, dir, device, &run)?;
-    }
+    // A fold with a model still goes through `fit`: resuming a finished run only redoes its
+    // ending (calibration, export, curves), which a kill after the model was written cut short.
+    eprintln!("== fold {fold}: training in {}", dir.display());
+    train::fit(&config.fit, &source, dir, device, &run)?;
     let screener = Screener::from_path(dir.join(files::MODEL), ScreenerOptions::default())?;
     let labels = &screener.info().meta.labels;
     let photos = evaluate::labelled_photos(&config.data, labels, None, Some((split_path, fold)))?;

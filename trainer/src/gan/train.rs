@@ -24,7 +24,7 @@ use crate::train::augment::rng_for;
 use crate::train::optim::AdamW;
 
 /// The adversarial loss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Loss {
     /// Binary cross-entropy with the non-saturating generator loss (the paper's DCGAN).
     Bce,
@@ -58,15 +58,28 @@ pub struct GanConfig {
 }
 
 impl GanConfig {
+    /// Default image side (the paper's).
+    pub const SIZE: usize = 64;
+    /// Default training steps.
+    pub const STEPS: usize = 2000;
+    /// Default images per step.
+    pub const BATCH_SIZE: usize = 64;
+    /// Default Adam learning rate (the DCGAN paper's).
+    pub const LR: f64 = 2e-4;
+    /// Default loss (the paper's).
+    pub const LOSS: Loss = Loss::Bce;
+    /// Default steps between sample grids and checkpoints.
+    pub const EVERY: usize = 100;
+
     /// The paper's DCGAN at 64 px.
     pub fn dcgan(steps: usize) -> Self {
         Self {
-            size: 64,
+            size: Self::SIZE,
             steps,
-            batch_size: 64,
-            lr: 2e-4,
+            batch_size: Self::BATCH_SIZE,
+            lr: Self::LR,
             beta1: 0.5,
-            loss: Loss::Bce,
+            loss: Self::LOSS,
             diffaug: Policy {
                 colour: false,
                 translation: false,
@@ -74,7 +87,7 @@ impl GanConfig {
             },
             ema: None,
             seed: 0,
-            every: 100,
+            every: Self::EVERY,
         }
     }
 
@@ -491,7 +504,7 @@ impl GanRun {
         let g = grid(&imgs, 8);
         crate::atomic::write_atomic_with(&path, |tmp| {
             g.save_with_format(tmp, image::ImageFormat::Png)
-                .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))
+                .map_err(|e| crate::atomic::image_error(tmp, e))
         })?;
         self.plots()?;
         self.checkpoint()
@@ -591,7 +604,7 @@ impl GanRun {
                 Some(meta),
                 tmp,
             )
-            .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))
+            .map_err(|e| crate::atomic::safetensors_error(tmp, e))
         })
     }
 
