@@ -162,6 +162,8 @@ fn tiny(recipe: Recipe) -> FitConfig {
     c.patience = 2;
     c.probe_views = 1;
     c.seed = 3;
+    // Toy data sets: a handful of validation photos, warned about but not refused.
+    c.min_calibration_photos = 1;
     c
 }
 

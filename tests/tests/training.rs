@@ -29,6 +29,8 @@ fn tiny_config(epochs: usize) -> FitConfig {
     c.epochs = epochs;
     c.patience = epochs;
     c.seed = 3;
+    // Toy data sets: a handful of validation photos, warned about but not refused.
+    c.min_calibration_photos = 1;
     c
 }
 
@@ -186,4 +188,54 @@ fn a_finished_crossval_fold_is_read_back_not_retrained() {
     config.only_folds = vec![3];
     let err = crossval(&config, &out, &Device::Cpu, false).unwrap_err();
     assert!(err.to_string().contains("fold 3"), "{err}");
+}
+
+#[test]
+fn too_few_photos_for_an_operating_point_are_refused_before_training_and_few_are_flagged() {
+    let dir = temp_dir("fit-few");
+    let data = dir.join("data");
+    // 12 photos per class: the validation fold holds 2 or 3 of each.
+    mpox_trainer::synthetic::write_dataset(&data, 12, 64, 4).unwrap();
+    let out = dir.join("run");
+    let mut config = tiny_config(1);
+    config.min_calibration_photos = mpox_trainer::calibration::MIN_CALIBRATION_PHOTOS;
+    let e = fit(
+        &config,
+        &source(&data),
+        &out,
+        &Device::Cpu,
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        matches!(e, mpox_trainer::Error::Invalid(_))
+            && message.contains("internal validation fold")
+            && message.contains("at least 5 of each class"),
+        "{message}"
+    );
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+
+    // A toy run may lower the minimum; the model card then says how little the point rests on.
+    config.min_calibration_photos = 1;
+    let card = fit(
+        &config,
+        &source(&data),
+        &out,
+        &Device::Cpu,
+        &RunOptions::default(),
+    )
+    .unwrap()
+    .card
+    .expect("finished");
+    let warnings: Vec<&str> = card.metrics["warnings"]
+        .as_array()
+        .expect("warnings in the card")
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings
+        .iter()
+        .all(|w| w.contains("do not use this model for screening")));
 }

@@ -60,10 +60,15 @@ pub struct SplitConfig {
     pub negatives: Vec<PathBuf>,
 }
 
+impl SplitConfig {
+    /// Default number of folds.
+    pub const FOLDS: usize = 5;
+}
+
 impl Default for SplitConfig {
     fn default() -> Self {
         Self {
-            folds: 5,
+            folds: Self::FOLDS,
             seed: 0,
             positive: None,
             patient_regex: DEFAULT_PATIENT_REGEX.into(),
@@ -469,6 +474,8 @@ pub fn build_manifest(
         }
     }
 
+    check_usable(dataset, &labels, &label_of_class, &excluded)?;
+
     // Groups: duplicates plus patients, over the photos that stay.
     let mut uf = UnionFind::new(n);
     for group in dups.groups() {
@@ -571,6 +578,67 @@ pub fn build_manifest(
         items: split_items,
         excluded,
     })
+}
+
+/// Refuses, before any training, data that cannot make a classifier: one label only, or a label
+/// whose every photo is unreadable or excluded. The error names the label, a file and its cause.
+fn check_usable(
+    dataset: &Dataset,
+    labels: &[String],
+    label_of_class: &[usize],
+    excluded: &BTreeMap<usize, String>,
+) -> Result<()> {
+    if labels.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "{} holds one class only ({}): a screening model needs photos of mpox and of \
+             something else, one sub-folder per class",
+            dataset.root.display(),
+            labels.join(", ")
+        )));
+    }
+    if dataset
+        .items
+        .iter()
+        .enumerate()
+        .all(|(i, _)| excluded.contains_key(&i))
+    {
+        let (i, why) = excluded
+            .iter()
+            .next()
+            .map(|(i, w)| (*i, w.as_str()))
+            .unwrap_or((0, "no photos"));
+        let example = dataset.items.get(i).map_or(String::new(), |it| {
+            format!(" (e.g. {}: {why})", it.rel_path)
+        });
+        return Err(Error::Invalid(format!(
+            "none of the {} photos in {} can be used{example}",
+            dataset.items.len(),
+            dataset.root.display()
+        )));
+    }
+    for (label_index, label) in labels.iter().enumerate() {
+        let of_label: Vec<usize> = (0..dataset.items.len())
+            .filter(|&i| label_of_class[dataset.items[i].class_index] == label_index)
+            .collect();
+        if of_label.iter().any(|i| !excluded.contains_key(i)) {
+            continue;
+        }
+        let example = of_label
+            .first()
+            .map(|&i| {
+                format!(
+                    " (e.g. {}: {})",
+                    dataset.items[i].rel_path,
+                    excluded.get(&i).map_or("", String::as_str)
+                )
+            })
+            .unwrap_or_default();
+        return Err(Error::Invalid(format!(
+            "label {label:?} has no usable photo: {} found, all unreadable or excluded{example}",
+            of_label.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The labels and each class's label index (extra negatives' conditions are all `not_mpox`).
@@ -1029,5 +1097,47 @@ mod tests {
         assert_eq!(fold("a/p1.png"), fold("a/p1_small.png"));
         assert_eq!(m.items.len(), 4);
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn data_that_cannot_make_a_classifier_is_refused_naming_a_file() {
+        let (ds, near) = generated(5, 120, 0);
+        let unreadable = |pred: &dyn Fn(&Item) -> bool| -> Vec<Unreadable> {
+            ds.items
+                .iter()
+                .filter(|it| pred(it))
+                .map(|it| Unreadable {
+                    path: it.rel_path.clone(),
+                    reason: "truncated JPEG".into(),
+                })
+                .collect()
+        };
+        // Every photo unreadable.
+        let all = unreadable(&|_| true);
+        let e = build_manifest(&ds, &all, &near, &config(5, 0, None)).unwrap_err();
+        assert!(
+            matches!(e, Error::Invalid(ref m) if m.contains("none of the") && m.contains("truncated JPEG") && (m.contains(".png") || m.contains(".jpg"))),
+            "{e}"
+        );
+        // Every photo of the positive class unreadable.
+        let mpox = unreadable(&|it| it.rel_path.starts_with("Monkeypox/"));
+        let e = build_manifest(&ds, &mpox, &near, &config(5, 0, Some("Monkeypox"))).unwrap_err();
+        assert!(
+            matches!(e, Error::Invalid(ref m) if m.contains("\"mpox\" has no usable photo") && m.contains("Monkeypox/") && m.contains("truncated JPEG")),
+            "{e}"
+        );
+        // One class only.
+        let mut one = ds.clone();
+        one.classes.truncate(1);
+        one.class_source.truncate(1);
+        one.items.retain(|it| it.class_index == 0);
+        let e = build_manifest(&one, &[], &[], &config(2, 0, None)).unwrap_err();
+        assert!(
+            matches!(e, Error::Invalid(ref m) if m.contains("one class only")),
+            "{e}"
+        );
+        // A readable remainder still splits.
+        let some = unreadable(&|it| it.rel_path.ends_with("0.png"));
+        assert!(build_manifest(&ds, &some, &near, &config(5, 0, Some("Monkeypox"))).is_ok());
     }
 }

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use candle_core::Device;
 use clap::Args;
-use mpox_sdk::{Screener, ScreenerOptions};
+use mpox_sdk::ScreenerOptions;
 use mpox_trainer::models::Arch;
 use mpox_trainer::train::data::DataSource;
 use mpox_trainer::train::{files, FitConfig, Recipe, RunOptions, Unfreeze};
@@ -47,7 +47,7 @@ pub struct TrainArgs {
     #[arg(long)]
     input_size: Option<u32>,
     /// Photos per training step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = FitConfig::BATCH_SIZE)]
     batch_size: usize,
     /// Fine-tuning epochs (upper bound; early stopping may end sooner). Default: 8 pretrained, 30 from scratch.
     #[arg(long)]
@@ -66,7 +66,7 @@ pub struct TrainArgs {
     #[arg(long)]
     lr: Option<f64>,
     /// Fine-tuning epochs without a better validation loss before stopping.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = FitConfig::PATIENCE)]
     patience: usize,
     /// Seed of initialisation, augmentation and shuffling.
     #[arg(long, default_value_t = 0)]
@@ -77,12 +77,16 @@ pub struct TrainArgs {
     /// Sensitivity the operating threshold must reach on validation data.
     #[arg(long, default_value_t = mpox_trainer::calibration::DEFAULT_TARGET_SENSITIVITY)]
     target_sensitivity: f64,
+    /// Fewest photos of each class in the set the operating point is chosen on (the external
+    /// set, else the validation fold); fewer are refused. Lower it only for toy runs.
+    #[arg(long, default_value_t = mpox_trainer::calibration::MIN_CALIBRATION_PHOTOS)]
+    min_calibration_photos: usize,
     /// Test-time views (1, 2, 4 or 8) averaged when calibrating, and recommended to the SDK in
     /// the exported file.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = FitConfig::VIEWS)]
     views: u32,
     /// Mixup of pooled features with Beta(α, α) blends (0: off).
-    #[arg(long, value_name = "ALPHA", default_value_t = 0.0)]
+    #[arg(long, value_name = "ALPHA", default_value_t = FitConfig::MIXUP)]
     mixup: f64,
     /// cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
@@ -142,6 +146,7 @@ impl TrainArgs {
             c.augment = None;
         }
         c.target_sensitivity = self.target_sensitivity;
+        c.min_calibration_photos = self.min_calibration_photos;
         c.validate()?;
         Ok((c, mpox_trainer::device(&self.device)?))
     }
@@ -219,7 +224,7 @@ pub struct CrossvalArgs {
     #[command(flatten)]
     sources: SourceArgs,
     /// Number of folds of a new split.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = mpox_trainer::split::SplitConfig::FOLDS)]
     folds: usize,
     /// Seed of a new split.
     #[arg(long, default_value_t = 0)]
@@ -252,7 +257,7 @@ pub struct PipelineArgs {
     #[arg(long)]
     positive: Option<String>,
     /// Folds of the split (fold 0 tests, fold 1 validates).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = mpox_trainer::split::SplitConfig::FOLDS)]
     folds: usize,
     /// Output folder.
     #[arg(long, default_value = "runs/pipeline")]
@@ -272,7 +277,7 @@ pub struct AblateArgs {
     #[arg(long)]
     positive: String,
     /// Folds of the split.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = mpox_trainer::split::SplitConfig::FOLDS)]
     folds: usize,
     /// Seed of the split.
     #[arg(long, default_value_t = 0)]
@@ -336,8 +341,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
         views: a.views,
         ..Default::default()
     };
-    let screener = Screener::from_path(&a.model, options)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let screener = super::model::load_screener(&a.model, options)?;
     let photos = mpox_trainer::evaluate::labelled_photos(
         &a.data,
         &screener.info().meta.labels,

@@ -43,6 +43,30 @@ pub struct RunData {
     pub test_fold: Option<usize>,
 }
 
+impl RunData {
+    /// The photos the temperature and operating point are chosen on, and what they are called:
+    /// the external set when there is one (the only photos from a source the network never
+    /// saw), else the internal validation fold.
+    pub fn calibration_set(&self) -> (String, &[Sample]) {
+        if self.external.is_empty() {
+            (
+                format!("internal validation fold {}", self.val_fold),
+                &self.val,
+            )
+        } else {
+            ("external validation set".to_string(), &self.external)
+        }
+    }
+
+    /// Index of the positive label.
+    pub fn positive_index(&self) -> usize {
+        self.labels
+            .iter()
+            .position(|l| *l == self.positive_label)
+            .expect("the positive label is one of the labels")
+    }
+}
+
 /// Where a run's photos come from.
 #[derive(Clone, Debug)]
 pub struct DataSource {

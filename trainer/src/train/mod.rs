@@ -172,6 +172,9 @@ pub struct FitConfig {
     pub probe_views: usize,
     /// Sensitivity the operating threshold must reach on validation data.
     pub target_sensitivity: f64,
+    /// Fewest photos of each class in the set the operating point is chosen on; fewer are refused
+    /// before training ([`calibration::MIN_CALIBRATION_PHOTOS`] unless a toy run lowers it).
+    pub min_calibration_photos: usize,
     /// L2-SP: pull toward the pretrained weights per step, as a multiple of the learning rate.
     pub anchor_strength: f64,
     /// Mixup of pooled features (Beta(α, α) blends within a batch); 0 turns it off.
@@ -182,6 +185,15 @@ pub struct FitConfig {
 }
 
 impl FitConfig {
+    /// Default photos per training step.
+    pub const BATCH_SIZE: usize = 16;
+    /// Default fine-tuning epochs without a better validation loss before stopping.
+    pub const PATIENCE: usize = 5;
+    /// Default test-time views for calibration and the exported file (the SDK's plain screening).
+    pub const VIEWS: u32 = 1;
+    /// Default mixup α (off).
+    pub const MIXUP: f64 = 0.0;
+
     /// Defaults for an architecture: [`DEFAULT_RECIPE`] from pretrained weights, or full
     /// training from scratch.
     pub fn new(arch: Arch, weights: Option<PathBuf>) -> Self {
@@ -228,7 +240,7 @@ impl FitConfig {
             arch,
             weights,
             input_size: 224,
-            batch_size: 16,
+            batch_size: Self::BATCH_SIZE,
             probe: pretrained,
             epochs: if pretrained { 8 } else { 30 },
             unfreeze: if pretrained {
@@ -242,7 +254,7 @@ impl FitConfig {
             lr: 1e-3,
             backbone_lr_scale: if pretrained { 0.1 } else { 1.0 },
             weight_decay: 1e-2,
-            patience: 5,
+            patience: Self::PATIENCE,
             seed: 0,
             augment: Some(Augment::default()),
             // On fold 0 of MSID + DermNet, a probe on 4 augmented views reached external AUC
@@ -251,9 +263,10 @@ impl FitConfig {
             // it is used on.
             probe_views: 1,
             target_sensitivity: DEFAULT_TARGET_SENSITIVITY,
+            min_calibration_photos: calibration::MIN_CALIBRATION_PHOTOS,
             anchor_strength: 0.0,
-            mixup: 0.0,
-            views: 1,
+            mixup: Self::MIXUP,
+            views: Self::VIEWS,
         }
     }
 
@@ -280,6 +293,9 @@ impl FitConfig {
                 "--target-sensitivity {} is outside [0.5, 1)",
                 self.target_sensitivity
             ));
+        }
+        if self.min_calibration_photos == 0 {
+            return bad("--min-calibration-photos must be at least 1".into());
         }
         if self.probe && self.probe_views == 0 {
             return bad("--probe-views must be at least 1".into());
@@ -414,6 +430,20 @@ pub fn fit(
     config.validate()?;
     let pre = Preprocessing::imagenet(config.input_size);
     let data = data::load(source, pre.resize * 2)?;
+    let warnings = {
+        let (what, photos) = data.calibration_set();
+        let pos = data.positive_index();
+        let positives = photos.iter().filter(|s| s.label == pos).count();
+        calibration::check_calibration_set(
+            &what,
+            positives,
+            photos.len() - positives,
+            config.min_calibration_photos,
+        )?
+    };
+    for w in &warnings {
+        eprintln!("WARNING: {w}");
+    }
     let last = out.join(files::LAST);
     if !run.resume && last.exists() {
         return Err(Error::Invalid(format!(
@@ -457,6 +487,9 @@ pub fn fit(
     if run.resume && last.exists() {
         state = trainer.restore(&last, &config_json)?;
         eprintln!("resuming {} after epoch {}", out.display(), state.epoch);
+        // A run killed between its checkpoint and the history's rewrite left the history an
+        // epoch short, and a finished run does not write it again.
+        write_history(out, &state.history)?;
     }
     let total = usize::from(config.probe) + config.epochs;
     let mut ran = 0;
@@ -509,7 +542,7 @@ pub fn fit(
     } else {
         None
     };
-    let card = finish(config, &data, &net, &pre, out, &state, blend)?;
+    let card = finish(config, &data, &net, &pre, out, &state, blend, &warnings)?;
     Ok(FitOutcome {
         out: out.to_path_buf(),
         card: Some(card),
@@ -569,6 +602,8 @@ impl Sweep {
 /// Loads the chosen weights (the best epoch's, or WiSE-FT's blend already in `net`), calibrates
 /// on the external validation set when there is one (else on the internal validation fold),
 /// writes the card and exports the model.
+// The run's parts, each used once; a struct for them would only rename the arguments.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     config: &FitConfig,
     data: &RunData,
@@ -577,15 +612,12 @@ fn finish(
     out: &Path,
     state: &TrainState,
     blend: Option<Sweep>,
+    warnings: &[String],
 ) -> Result<ModelMeta> {
     if blend.is_none() {
         net.load_checkpoint(&out.join(files::BEST))?;
     }
-    let pos = data
-        .labels
-        .iter()
-        .position(|l| *l == data.positive_label)
-        .expect("positive label is one of the labels");
+    let pos = data.positive_index();
     let logits_of = |samples: &[Sample]| -> Result<(Vec<Vec<f64>>, Vec<usize>)> {
         let logits = predict_views(net, pre, samples, config.views)?;
         Ok((logits, samples.iter().map(|s| s.label).collect()))
@@ -602,10 +634,7 @@ fn finish(
     // the external set's chickenpox and measles (specificity 0.61 against 0.85), while the
     // external threshold kept 0.73 of the MSID test fold's mpox above it and 96 % out of the
     // "unlikely" verdict (docs/results.md, "Screening photos from other sources").
-    let calibration_name = match &external {
-        None => format!("internal validation fold {}", data.val_fold),
-        Some(_) => "external validation set".to_string(),
-    };
+    let (calibration_name, _) = data.calibration_set();
     let (logits, labels): (&[Vec<f64>], &[usize]) = match &external {
         Some((l, y)) => (l, y),
         None => (&val_logits, &val_labels),
@@ -667,6 +696,7 @@ fn finish(
             "val_photos": data.val.len(),
             "external_photos": data.external.len(),
             "calibration_photos": labels.len(),
+            "warnings": warnings,
         }),
         created: crate::now_rfc3339(),
     };
@@ -1294,7 +1324,7 @@ impl<'a> Trainer<'a> {
                 Some(meta),
                 tmp,
             )
-            .map_err(|e| Error::Invalid(format!("cannot write checkpoint {}: {e}", tmp.display())))
+            .map_err(|e| crate::atomic::safetensors_error(tmp, e))
         })
     }
 
