@@ -5,7 +5,7 @@
 #   2. fails when the committed generated bindings are stale (scripts/gen-bindings.sh --check);
 #   3. strips a copy of the cdylib (what apps ship) and prints its size;
 #   4. makes the fixtures: a ResNet-18 test model (random seeded weights, 64 px), synthetic photos,
-#      and the Rust SDK's results for them (reference.tsv);
+#      the Rust SDK's results for them (reference.tsv), and the model signed with a fresh key;
 #   5. runs the Python tests (pytest) and the Kotlin tests (kotlinc + JUnit 4 on the JVM, JNA)
 #      against the stripped library, printing the max difference to the Rust numbers;
 #   6. compiles the library for the phones: the staticlib for aarch64-linux-android and
@@ -61,6 +61,10 @@ trainer="${MPOX_TRAINER:-$root/target/release/mpox-trainer}"
 "$trainer" export --arch resnet18 --input-size 64 --out "$fixtures/model.onnx"
 "$trainer" export --arch mobilenet_v2_w0.35 --input-size 96 --out "$fixtures/small.onnx"
 "$trainer" synth --out "$fixtures/photos" --per-class 4 --size 128
+# Signing: the test model signed with one key; a second key the tests do not trust.
+"$trainer" keygen "$fixtures/release" >/dev/null
+"$trainer" keygen "$fixtures/stranger" >/dev/null
+"$trainer" sign "$fixtures/model.onnx" --key "$fixtures/release.key" --out "$fixtures/signed.onnx"
 "$root/target/release/examples/reference" tsv "$fixtures/model.onnx" "$fixtures"/photos/*/*.png >"$fixtures/reference.tsv"
 echo "reference.tsv: $(wc -l <"$fixtures/reference.tsv") photos screened by the Rust SDK"
 export MPOX_BINDINGS_FIXTURES="$fixtures"

@@ -72,6 +72,27 @@ pub enum MpoxError {
         /// Which part of the contract is broken.
         reason: String,
     },
+    /// The config trusts signing keys and the model carries no signature.
+    #[error(
+        "the model is not signed, and this screener loads only models signed by a trusted key"
+    )]
+    ModelUnsigned,
+    /// The model is signed, but by a key the config does not trust.
+    #[error(
+        "the model is signed by key {signer}, which is not one of the {trusted} trusted key(s)"
+    )]
+    ModelUntrustedSigner {
+        /// The signer's public key as the file states it (hex).
+        signer: String,
+        /// How many keys the config trusts.
+        trusted: i64,
+    },
+    /// The signature by a trusted key does not match the model: it was altered after signing.
+    #[error("the model's signature by trusted key {signer} does not match its content: it was altered after signing")]
+    ModelSignatureMismatch {
+        /// The trusted key the file says signed it (hex).
+        signer: String,
+    },
     /// A `ScreenerConfig` field has a value the library does not accept (e.g. `views` = 3).
     #[error("invalid option `{option}`: {reason}")]
     InvalidOption {
@@ -158,6 +179,12 @@ impl From<mpox_sdk::Error> for MpoxError {
             },
             E::ModelMetadata { key, reason } => Self::ModelMetadata { key, reason },
             E::ModelContract { reason } => Self::ModelContract { reason },
+            E::ModelUnsigned => Self::ModelUnsigned,
+            E::ModelUntrustedSigner { signer, trusted } => Self::ModelUntrustedSigner {
+                signer,
+                trusted: wide(trusted as u64),
+            },
+            E::ModelSignatureMismatch { signer } => Self::ModelSignatureMismatch { signer },
             E::InvalidOption { option, reason } => Self::InvalidOption { option, reason },
             E::ImageEmpty => Self::ImageEmpty,
             E::ImageFormat => Self::ImageFormat,
@@ -310,6 +337,12 @@ pub struct ScreenerConfig {
     /// fails loading with `InvalidOption`.
     #[uniffi(default = None)]
     pub views: Option<i32>,
+    /// Ed25519 public keys (64 hex digits each, from `mpox-trainer keygen`) whose signatures are
+    /// accepted. When any are given, a model that is unsigned (`ModelUnsigned`), signed by another
+    /// key (`ModelUntrustedSigner`) or altered after signing (`ModelSignatureMismatch`) is
+    /// refused; an app that downloads model updates should always set it.
+    #[uniffi(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 impl ScreenerConfig {
@@ -336,6 +369,7 @@ impl ScreenerConfig {
             },
             heatmap: self.heatmap,
             views,
+            trusted_keys: self.trusted_keys.clone(),
         })
     }
 }
@@ -529,6 +563,8 @@ pub struct ModelInfo {
     pub cam_width: i32,
     /// Height of the class-activation map before upsampling.
     pub cam_height: i32,
+    /// The trusted key (hex) whose signature was verified; `None` when the config trusts no keys.
+    pub signed_by: Option<String>,
 }
 
 impl From<&mpox_sdk::ModelInfo> for ModelInfo {
@@ -558,6 +594,7 @@ impl From<&mpox_sdk::ModelInfo> for ModelInfo {
             model_id: i.model_id.clone(),
             cam_width: size(i.cam_size.1),
             cam_height: size(i.cam_size.0),
+            signed_by: i.signed_by.clone(),
         }
     }
 }
@@ -705,6 +742,14 @@ mod tests {
             E::InvalidOption {
                 option: "views".into(),
                 reason: "r".into(),
+            },
+            E::ModelUnsigned,
+            E::ModelUntrustedSigner {
+                signer: "ab".into(),
+                trusted: 2,
+            },
+            E::ModelSignatureMismatch {
+                signer: "cd".into(),
             },
         ]
     }

@@ -53,6 +53,28 @@ pub enum Error {
         /// Which part of the contract is broken.
         reason: String,
     },
+    /// The screener trusts signing keys and the model carries no signature.
+    #[error(
+        "the model is not signed, and this screener loads only models signed by a trusted key"
+    )]
+    ModelUnsigned,
+    /// The model is signed, but by a key the screener does not trust.
+    #[error(
+        "the model is signed by key {signer}, which is not one of the {trusted} trusted key(s)"
+    )]
+    ModelUntrustedSigner {
+        /// The signer's public key as the file states it (hex, at most 64 characters).
+        signer: String,
+        /// How many keys the screener trusts.
+        trusted: usize,
+    },
+    /// The signature by a trusted key does not match the model: the file was altered after
+    /// signing, or the signature itself is damaged.
+    #[error("the model's signature by trusted key {signer} does not match its content: it was altered after signing")]
+    ModelSignatureMismatch {
+        /// The trusted key that the file says signed it (hex).
+        signer: String,
+    },
     /// A caller's option has a value the SDK does not accept (e.g. `views` = 3).
     #[error("invalid option `{option}`: {reason}")]
     InvalidOption {

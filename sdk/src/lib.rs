@@ -20,6 +20,7 @@ mod error;
 pub mod preprocess;
 pub mod quality;
 mod screener;
+pub mod signature;
 
 pub use contract::ModelMeta;
 pub use decode::Limits;

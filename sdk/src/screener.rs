@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use image::RgbImage;
 use sha2::{Digest, Sha256};
-use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use crate::contract::{ModelMeta, CAM_NAME, INPUT_NAME, LOGITS_NAME};
+use crate::contract::{self, ModelMeta};
 use crate::decode::{self, Limits};
 use crate::error::{Error, Result};
 use crate::preprocess::{is_view_count, VIEW_COUNTS};
 use crate::quality::{self, QualityThresholds, QualityWarning};
+use crate::signature::{self, TrustedKey};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -34,6 +34,10 @@ pub struct ScreenerOptions {
     /// Each view costs one inference; any other count fails loading with
     /// [`Error::InvalidOption`].
     pub views: Option<u32>,
+    /// Ed25519 public keys (64 hex digits each) whose signatures this screener accepts. When any
+    /// are given, a model that is unsigned, signed by another key or altered after signing is
+    /// refused; when none are, signatures are not checked. Sign with `mpox-trainer sign`.
+    pub trusted_keys: Vec<String>,
 }
 
 /// What the SDK tells the app about a photo. A screening aid, not a diagnosis.
@@ -126,6 +130,8 @@ pub struct ModelInfo {
     pub model_id: String,
     /// Side of the class-activation map.
     pub cam_size: (usize, usize),
+    /// The trusted key (hex) whose signature was verified; `None` when no keys were trusted.
+    pub signed_by: Option<String>,
 }
 
 /// Raw network outputs for one preprocessed image.
@@ -181,18 +187,32 @@ impl Screener {
                 });
             }
         }
+        let trusted = options
+            .trusted_keys
+            .iter()
+            .map(|k| TrustedKey::from_hex(k))
+            .collect::<Result<Vec<_>>>()?;
         // tract is not written for hostile input: a malformed graph could panic deep inside it.
-        let loaded =
-            catch_unwind(AssertUnwindSafe(|| load(bytes))).map_err(|p| Error::ModelDecode {
+        let loaded = catch_unwind(AssertUnwindSafe(|| load(bytes, &trusted))).map_err(|p| {
+            Error::ModelDecode {
                 reason: format!("the model parser panicked: {}", panic_message(&p)),
-            })??;
-        let (plan, meta, logits_ix, cam_ix, cam_size) = loaded;
+            }
+        })??;
+        let Loaded {
+            plan,
+            meta,
+            logits_ix,
+            cam_ix,
+            cam_size,
+            signed_by,
+        } = loaded;
         let views = options.views.unwrap_or(meta.recommended_views);
         let info = ModelInfo {
             meta,
             model_id: sha256[..12].to_string(),
             sha256,
             cam_size,
+            signed_by,
         };
         Ok(Self {
             plan,
@@ -323,7 +343,7 @@ impl Screener {
             });
         }
         // One view after another through the one-image plan, not one batch: tract 0.23.9 ran a
-        // batch of views about twice as slowly per view (MobileNetV2, 224 px; README), and a
+        // batch of views about twice as slowly per view (MobileNetV2, 224 px; docs/results.md), and a
         // plan for the batch would also cost a second optimisation at load and its memory.
         let mut logits = Vec::with_capacity(n * self.info.meta.labels.len());
         let mut centre = None;
@@ -369,16 +389,26 @@ fn mean_rows(values: &[f32], n: usize) -> Vec<f32> {
     mean
 }
 
-type Loaded = (Plan, ModelMeta, usize, usize, (usize, usize));
+/// What `load` builds from the model bytes.
+struct Loaded {
+    plan: Plan,
+    meta: ModelMeta,
+    logits_ix: usize,
+    cam_ix: usize,
+    cam_size: (usize, usize),
+    signed_by: Option<String>,
+}
 
-fn load(bytes: &[u8]) -> Result<Loaded> {
+fn load(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Loaded> {
     let decode_err = |e: TractError| Error::ModelDecode {
         reason: format!("{e:#}"),
     };
     let onnx = tract_onnx::onnx();
-    let proto = onnx
+    let mut proto = onnx
         .proto_model_for_read(&mut &bytes[..])
         .map_err(decode_err)?;
+    // Before anything reads the graph: a model from an untrusted key is not parsed further.
+    let signed_by = signature::verify(&mut proto, trusted)?;
     let graph = proto.graph.as_ref().ok_or_else(|| Error::ModelDecode {
         reason: "the file holds no graph".into(),
     })?;
@@ -388,7 +418,7 @@ fn load(bytes: &[u8]) -> Result<Loaded> {
             .iter()
             .map(|p| (p.key.as_str(), p.value.as_str())),
     )?;
-    let (logits_ix, cam_ix) = check_signature(graph, &meta)?;
+    let (logits_ix, cam_ix) = contract::check_graph(graph, &meta)?;
     let s = meta.preprocessing.input_size as usize;
     let contract_err = |e: TractError| Error::ModelContract {
         reason: format!("{e:#}"),
@@ -398,135 +428,16 @@ fn load(bytes: &[u8]) -> Result<Loaded> {
         .set_input_fact(0, f32::fact([1, 3, s, s]).into())
         .map_err(contract_err)?;
     let model = model.into_optimized().map_err(contract_err)?;
-    let c = meta.labels.len();
-    let logits_shape = concrete_shape(&model, logits_ix)?;
-    if logits_shape != [1, c] {
-        return Err(Error::ModelContract {
-            reason: format!(
-                "`logits` has shape {logits_shape:?} for one image, expected [1, {c}] ({c} labels)"
-            ),
-        });
-    }
-    let cam_shape = concrete_shape(&model, cam_ix)?;
-    if cam_shape.len() != 4 || cam_shape[..2] != [1, c] {
-        return Err(Error::ModelContract {
-            reason: format!("`cam` has shape {cam_shape:?} for one image, expected [1, {c}, h, w]"),
-        });
-    }
+    let cam_size = contract::check_outputs(&model, &meta, logits_ix, cam_ix)?;
     let plan = model.into_runnable().map_err(contract_err)?;
-    Ok((plan, meta, logits_ix, cam_ix, (cam_shape[2], cam_shape[3])))
-}
-
-/// Checks names, element types and ranks of the graph's inputs and outputs against the contract.
-fn check_signature(graph: &pb::GraphProto, meta: &ModelMeta) -> Result<(usize, usize)> {
-    let bad = |reason: String| Error::ModelContract { reason };
-    let initializers: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&pb::ValueInfoProto> = graph
-        .input
-        .iter()
-        .filter(|i| !initializers.contains(i.name.as_str()))
-        .collect();
-    let [input] = inputs.as_slice() else {
-        return Err(bad(format!(
-            "expected one input `{INPUT_NAME}`, found {:?}",
-            inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
-        )));
-    };
-    if input.name != INPUT_NAME {
-        return Err(bad(format!(
-            "the input is called `{}`, expected `{INPUT_NAME}`",
-            input.name
-        )));
-    }
-    let dims = tensor_dims(input)
-        .ok_or_else(|| bad(format!("input `{INPUT_NAME}` is not a float32 tensor")))?;
-    let s = i64::from(meta.preprocessing.input_size);
-    let expected = [None, Some(3), Some(s), Some(s)];
-    let matches = dims.len() == 4
-        && dims
-            .iter()
-            .zip(expected)
-            .all(|(d, e)| d.is_none() || e.is_none() || *d == e);
-    if !matches {
-        return Err(bad(format!(
-            "input `{INPUT_NAME}` has shape {}, expected [N, 3, {s}, {s}]",
-            show_dims(&dims)
-        )));
-    }
-    let position = |name: &str| {
-        graph
-            .output
-            .iter()
-            .position(|o| o.name == name)
-            .ok_or_else(|| bad(format!("output `{name}` is missing")))
-    };
-    let logits_ix = position(LOGITS_NAME)?;
-    let cam_ix = position(CAM_NAME)?;
-    for (ix, rank) in [(logits_ix, 2), (cam_ix, 4)] {
-        let out = &graph.output[ix];
-        match tensor_dims(out) {
-            Some(d) if d.len() == rank => {}
-            Some(d) => {
-                return Err(bad(format!(
-                    "output `{}` has rank {}, expected {rank}",
-                    out.name,
-                    d.len()
-                )))
-            }
-            None => {
-                return Err(bad(format!(
-                    "output `{}` is not a float32 tensor",
-                    out.name
-                )))
-            }
-        }
-    }
-    Ok((logits_ix, cam_ix))
-}
-
-/// Dimensions of a float32 tensor value (`None` per symbolic dimension), or `None` if it is not one.
-fn tensor_dims(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
-    use pb::type_proto::Value;
-    let Some(Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
-        return None;
-    };
-    if t.elem_type != pb::tensor_proto::DataType::Float as i32 {
-        return None;
-    }
-    let shape = t.shape.as_ref()?;
-    Some(
-        shape
-            .dim
-            .iter()
-            .map(|d| match d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
-                _ => None,
-            })
-            .collect(),
-    )
-}
-
-fn show_dims(dims: &[Option<i64>]) -> String {
-    let parts: Vec<String> = dims
-        .iter()
-        .map(|d| d.map_or("?".into(), |v| v.to_string()))
-        .collect();
-    format!("[{}]", parts.join(", "))
-}
-
-fn concrete_shape(model: &TypedModel, output: usize) -> Result<Vec<usize>> {
-    let fact = model
-        .output_fact(output)
-        .map_err(|e| Error::ModelContract {
-            reason: format!("{e:#}"),
-        })?;
-    fact.shape
-        .as_concrete()
-        .map(|s| s.to_vec())
-        .ok_or_else(|| Error::ModelContract {
-            reason: format!("output {output} has a non-concrete shape {:?}", fact.shape),
-        })
+    Ok(Loaded {
+        plan,
+        meta,
+        logits_ix,
+        cam_ix,
+        cam_size,
+        signed_by,
+    })
 }
 
 /// Softmax of `logits / temperature`, computed stably.

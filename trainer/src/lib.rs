@@ -13,6 +13,8 @@ pub mod dataset;
 mod error;
 pub mod evaluate;
 pub mod gan;
+pub mod graph;
+pub mod keys;
 pub mod metrics;
 pub mod models;
 pub mod onnx;
@@ -71,12 +73,20 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
     }
 }
 
-/// The current UTC time as RFC 3339 (seconds precision), without a date-time dependency.
+/// The current UTC time as RFC 3339 (seconds precision), without a date-time dependency;
+/// `$SOURCE_DATE_EPOCH` instead when set.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    // The reproducible-builds convention: with it a rerun (or a resumed run) writes model cards
+    // and models byte-identical to the first.
+    let fixed = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let secs = fixed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;

@@ -25,6 +25,10 @@ enum Command {
     Check(cli::model::CheckArgs),
     /// Screen photos with an exported model through the SDK.
     Screen(cli::model::ScreenArgs),
+    /// Create an Ed25519 key pair for signing models: PREFIX.key (secret) and PREFIX.pub.
+    Keygen(cli::model::KeygenArgs),
+    /// Sign an exported model, so that apps trusting the public key load it and nothing else.
+    Sign(cli::model::SignArgs),
     /// Write a small synthetic ImageFolder dataset (cartoon skin photos) for demos and tests.
     Synth(cli::model::SynthArgs),
     /// Audit an ImageFolder dataset: counts, sizes, formats, unreadable files, duplicates, label conflicts.
@@ -58,10 +62,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each text once: our errors and the SDK's put their
+/// cause's text in their own message as well as returning it as the source, and anyhow's `{:#}`
+/// would print the operating system's error twice.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -70,6 +92,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => cli::model::check(a),
         Command::Screen(a) => cli::model::screen(a),
         Command::Synth(a) => cli::model::synth(a),
+        Command::Keygen(a) => cli::model::keygen(a),
+        Command::Sign(a) => cli::model::sign(a),
         Command::Audit(a) => cli::data::audit(a),
         Command::Split(a) => cli::data::split(a),
         Command::Fit(a) => cli::train::fit(a),
@@ -78,5 +102,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pipeline(a) => cli::train::pipeline(a),
         Command::Gan(c) => cli::gan::run(c),
         Command::Ablate(a) => cli::train::ablate(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let text = io.to_string();
+        let e = anyhow::Error::new(mpox_trainer::Error::io(std::path::Path::new("m.onnx"), io))
+            .context("loading m.onnx");
+        let r = report(&e);
+        assert_eq!(r.matches(&text).count(), 1, "{r}");
+        assert!(r.starts_with("loading m.onnx: m.onnx: "), "{r}");
     }
 }

@@ -912,12 +912,37 @@ class _UniffiFfiConverterSequenceString(_UniffiConverterRustBuffer):
             _UniffiFfiConverterString.read(buf) for i in range(count)
         ]
 
+class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterString.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterString.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterString.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
 @dataclass
 class ModelInfo:
     """
     Facts about the loaded model, from its file.
 """
-    def __init__(self, *, labels:typing.List[str], positive_label:str, input_size:int, resize:int, mean:typing.List[float], std:typing.List[float], temperature:float, threshold:float, uncertain_low:float, uncertain_high:float, recommended_views:int, arch:str, trainer_version:str, dataset_fingerprint:str, metrics_json:str, created:str, sha256:str, model_id:str, cam_width:int, cam_height:int):
+    def __init__(self, *, labels:typing.List[str], positive_label:str, input_size:int, resize:int, mean:typing.List[float], std:typing.List[float], temperature:float, threshold:float, uncertain_low:float, uncertain_high:float, recommended_views:int, arch:str, trainer_version:str, dataset_fingerprint:str, metrics_json:str, created:str, sha256:str, model_id:str, cam_width:int, cam_height:int, signed_by:typing.Optional[str]):
         self.labels = labels
         self.positive_label = positive_label
         self.input_size = input_size
@@ -938,12 +963,13 @@ class ModelInfo:
         self.model_id = model_id
         self.cam_width = cam_width
         self.cam_height = cam_height
+        self.signed_by = signed_by
         
         
 
     
     def __str__(self):
-        return "ModelInfo(labels={}, positive_label={}, input_size={}, resize={}, mean={}, std={}, temperature={}, threshold={}, uncertain_low={}, uncertain_high={}, recommended_views={}, arch={}, trainer_version={}, dataset_fingerprint={}, metrics_json={}, created={}, sha256={}, model_id={}, cam_width={}, cam_height={})".format(self.labels, self.positive_label, self.input_size, self.resize, self.mean, self.std, self.temperature, self.threshold, self.uncertain_low, self.uncertain_high, self.recommended_views, self.arch, self.trainer_version, self.dataset_fingerprint, self.metrics_json, self.created, self.sha256, self.model_id, self.cam_width, self.cam_height)
+        return "ModelInfo(labels={}, positive_label={}, input_size={}, resize={}, mean={}, std={}, temperature={}, threshold={}, uncertain_low={}, uncertain_high={}, recommended_views={}, arch={}, trainer_version={}, dataset_fingerprint={}, metrics_json={}, created={}, sha256={}, model_id={}, cam_width={}, cam_height={}, signed_by={})".format(self.labels, self.positive_label, self.input_size, self.resize, self.mean, self.std, self.temperature, self.threshold, self.uncertain_low, self.uncertain_high, self.recommended_views, self.arch, self.trainer_version, self.dataset_fingerprint, self.metrics_json, self.created, self.sha256, self.model_id, self.cam_width, self.cam_height, self.signed_by)
     def __eq__(self, other):
         if self.labels != other.labels:
             return False
@@ -985,6 +1011,8 @@ class ModelInfo:
             return False
         if self.cam_height != other.cam_height:
             return False
+        if self.signed_by != other.signed_by:
+            return False
         return True
 
 class _UniffiFfiConverterTypeModelInfo(_UniffiConverterRustBuffer):
@@ -1011,6 +1039,7 @@ class _UniffiFfiConverterTypeModelInfo(_UniffiConverterRustBuffer):
             model_id=_UniffiFfiConverterString.read(buf),
             cam_width=_UniffiFfiConverterInt32.read(buf),
             cam_height=_UniffiFfiConverterInt32.read(buf),
+            signed_by=_UniffiFfiConverterOptionalString.read(buf),
         )
 
     @staticmethod
@@ -1035,6 +1064,7 @@ class _UniffiFfiConverterTypeModelInfo(_UniffiConverterRustBuffer):
         _UniffiFfiConverterString.check_lower(value.model_id)
         _UniffiFfiConverterInt32.check_lower(value.cam_width)
         _UniffiFfiConverterInt32.check_lower(value.cam_height)
+        _UniffiFfiConverterOptionalString.check_lower(value.signed_by)
 
     @staticmethod
     def write(value, buf):
@@ -1058,6 +1088,7 @@ class _UniffiFfiConverterTypeModelInfo(_UniffiConverterRustBuffer):
         _UniffiFfiConverterString.write(value.model_id, buf)
         _UniffiFfiConverterInt32.write(value.cam_width, buf)
         _UniffiFfiConverterInt32.write(value.cam_height, buf)
+        _UniffiFfiConverterOptionalString.write(value.signed_by, buf)
 
 @dataclass
 class QualityThresholds:
@@ -1103,31 +1134,6 @@ class _UniffiFfiConverterTypeQualityThresholds(_UniffiConverterRustBuffer):
         _UniffiFfiConverterFloat32.write(value.min_mean_luminance, buf)
         _UniffiFfiConverterFloat32.write(value.max_clipped_fraction, buf)
         _UniffiFfiConverterFloat32.write(value.min_laplacian_variance, buf)
-
-class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
-    @classmethod
-    def check_lower(cls, value):
-        if value is not None:
-            _UniffiFfiConverterString.check_lower(value)
-
-    @classmethod
-    def write(cls, value, buf):
-        if value is None:
-            buf.write_u8(0)
-            return
-
-        buf.write_u8(1)
-        _UniffiFfiConverterString.write(value, buf)
-
-    @classmethod
-    def read(cls, buf):
-        flag = buf.read_u8()
-        if flag == 0:
-            return None
-        elif flag == 1:
-            return _UniffiFfiConverterString.read(buf)
-        else:
-            raise InternalError("Unexpected flag byte for optional type")
 
 class _UniffiFfiConverterBoolean:
     @classmethod
@@ -1231,7 +1237,7 @@ class ScreenerConfig:
     How a [`Screener`] loads its model and screens photos. Every field has a default, so
     `ScreenerConfig()` is a sensible start in every language.
 """
-    def __init__(self, *, expected_sha256:typing.Optional[str] = _DEFAULT, heatmap:bool = False, limits:typing.Optional[ImageLimits] = _DEFAULT, quality:typing.Optional[QualityThresholds] = _DEFAULT, views:typing.Optional[int] = _DEFAULT):
+    def __init__(self, *, expected_sha256:typing.Optional[str] = _DEFAULT, heatmap:bool = False, limits:typing.Optional[ImageLimits] = _DEFAULT, quality:typing.Optional[QualityThresholds] = _DEFAULT, views:typing.Optional[int] = _DEFAULT, trusted_keys:typing.List[str] = _DEFAULT):
         if expected_sha256 is _DEFAULT:
             self.expected_sha256 = None
         else:
@@ -1249,12 +1255,16 @@ class ScreenerConfig:
             self.views = None
         else:
             self.views = views
+        if trusted_keys is _DEFAULT:
+            self.trusted_keys = []
+        else:
+            self.trusted_keys = trusted_keys
         
         
 
     
     def __str__(self):
-        return "ScreenerConfig(expected_sha256={}, heatmap={}, limits={}, quality={}, views={})".format(self.expected_sha256, self.heatmap, self.limits, self.quality, self.views)
+        return "ScreenerConfig(expected_sha256={}, heatmap={}, limits={}, quality={}, views={}, trusted_keys={})".format(self.expected_sha256, self.heatmap, self.limits, self.quality, self.views, self.trusted_keys)
     def __eq__(self, other):
         if self.expected_sha256 != other.expected_sha256:
             return False
@@ -1265,6 +1275,8 @@ class ScreenerConfig:
         if self.quality != other.quality:
             return False
         if self.views != other.views:
+            return False
+        if self.trusted_keys != other.trusted_keys:
             return False
         return True
 
@@ -1277,6 +1289,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
             limits=_UniffiFfiConverterOptionalTypeImageLimits.read(buf),
             quality=_UniffiFfiConverterOptionalTypeQualityThresholds.read(buf),
             views=_UniffiFfiConverterOptionalInt32.read(buf),
+            trusted_keys=_UniffiFfiConverterSequenceString.read(buf),
         )
 
     @staticmethod
@@ -1286,6 +1299,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterOptionalTypeImageLimits.check_lower(value.limits)
         _UniffiFfiConverterOptionalTypeQualityThresholds.check_lower(value.quality)
         _UniffiFfiConverterOptionalInt32.check_lower(value.views)
+        _UniffiFfiConverterSequenceString.check_lower(value.trusted_keys)
 
     @staticmethod
     def write(value, buf):
@@ -1294,6 +1308,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterOptionalTypeImageLimits.write(value.limits, buf)
         _UniffiFfiConverterOptionalTypeQualityThresholds.write(value.quality, buf)
         _UniffiFfiConverterOptionalInt32.write(value.views, buf)
+        _UniffiFfiConverterSequenceString.write(value.trusted_keys, buf)
 
 class _UniffiFfiConverterSequenceTypeClassProbability(_UniffiConverterRustBuffer):
     @classmethod
@@ -1919,6 +1934,47 @@ class MpoxError:  # type: ignore
         def __repr__(self):
             return "MpoxError.ModelContract({})".format(str(self))
     _UniffiTempMpoxError.ModelContract = ModelContract # type: ignore
+    class ModelUnsigned(_UniffiTempMpoxError):
+        """
+        The config trusts signing keys and the model carries no signature.
+"""
+        
+        def __init__(self):
+            pass
+
+        def __repr__(self):
+            return "MpoxError.ModelUnsigned({})".format(str(self))
+    _UniffiTempMpoxError.ModelUnsigned = ModelUnsigned # type: ignore
+    class ModelUntrustedSigner(_UniffiTempMpoxError):
+        """
+        The model is signed, but by a key the config does not trust.
+"""
+        
+        def __init__(self, signer, trusted):
+            super().__init__(", ".join([
+                "signer={!r}".format(signer),
+                "trusted={!r}".format(trusted),
+            ]))
+            self.signer = signer
+            self.trusted = trusted
+
+        def __repr__(self):
+            return "MpoxError.ModelUntrustedSigner({})".format(str(self))
+    _UniffiTempMpoxError.ModelUntrustedSigner = ModelUntrustedSigner # type: ignore
+    class ModelSignatureMismatch(_UniffiTempMpoxError):
+        """
+        The signature by a trusted key does not match the model: it was altered after signing.
+"""
+        
+        def __init__(self, signer):
+            super().__init__(", ".join([
+                "signer={!r}".format(signer),
+            ]))
+            self.signer = signer
+
+        def __repr__(self):
+            return "MpoxError.ModelSignatureMismatch({})".format(str(self))
+    _UniffiTempMpoxError.ModelSignatureMismatch = ModelSignatureMismatch # type: ignore
     class InvalidOption(_UniffiTempMpoxError):
         """
         A `ScreenerConfig` field has a value the library does not accept (e.g. `views` = 3).
@@ -2092,21 +2148,33 @@ class _UniffiFfiConverterTypeMpoxError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 7:
+            return MpoxError.ModelUnsigned(
+            )
+        if variant == 8:
+            return MpoxError.ModelUntrustedSigner(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterInt64.read(buf),
+            )
+        if variant == 9:
+            return MpoxError.ModelSignatureMismatch(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 10:
             return MpoxError.InvalidOption(
                 _UniffiFfiConverterString.read(buf),
                 _UniffiFfiConverterString.read(buf),
             )
-        if variant == 8:
+        if variant == 11:
             return MpoxError.ImageEmpty(
             )
-        if variant == 9:
+        if variant == 12:
             return MpoxError.ImageFormat(
             )
-        if variant == 10:
+        if variant == 13:
             return MpoxError.ImageDecode(
                 _UniffiFfiConverterString.read(buf),
             )
-        if variant == 11:
+        if variant == 14:
             return MpoxError.ImageTooLarge(
                 _UniffiFfiConverterInt64.read(buf),
                 _UniffiFfiConverterInt64.read(buf),
@@ -2114,21 +2182,21 @@ class _UniffiFfiConverterTypeMpoxError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterInt64.read(buf),
                 _UniffiFfiConverterInt64.read(buf),
             )
-        if variant == 12:
+        if variant == 15:
             return MpoxError.ImageTooSmall(
                 _UniffiFfiConverterInt64.read(buf),
                 _UniffiFfiConverterInt64.read(buf),
                 _UniffiFfiConverterInt64.read(buf),
             )
-        if variant == 13:
+        if variant == 16:
             return MpoxError.InvalidFrame(
                 _UniffiFfiConverterString.read(buf),
             )
-        if variant == 14:
+        if variant == 17:
             return MpoxError.Inference(
                 _UniffiFfiConverterString.read(buf),
             )
-        if variant == 15:
+        if variant == 18:
             return MpoxError.Internal(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -2157,6 +2225,15 @@ class _UniffiFfiConverterTypeMpoxError(_UniffiConverterRustBuffer):
             return
         if isinstance(value, MpoxError.ModelContract):
             _UniffiFfiConverterString.check_lower(value.reason)
+            return
+        if isinstance(value, MpoxError.ModelUnsigned):
+            return
+        if isinstance(value, MpoxError.ModelUntrustedSigner):
+            _UniffiFfiConverterString.check_lower(value.signer)
+            _UniffiFfiConverterInt64.check_lower(value.trusted)
+            return
+        if isinstance(value, MpoxError.ModelSignatureMismatch):
+            _UniffiFfiConverterString.check_lower(value.signer)
             return
         if isinstance(value, MpoxError.InvalidOption):
             _UniffiFfiConverterString.check_lower(value.option)
@@ -2215,37 +2292,46 @@ class _UniffiFfiConverterTypeMpoxError(_UniffiConverterRustBuffer):
         if isinstance(value, MpoxError.ModelContract):
             buf.write_i32(6)
             _UniffiFfiConverterString.write(value.reason, buf)
-        if isinstance(value, MpoxError.InvalidOption):
+        if isinstance(value, MpoxError.ModelUnsigned):
             buf.write_i32(7)
+        if isinstance(value, MpoxError.ModelUntrustedSigner):
+            buf.write_i32(8)
+            _UniffiFfiConverterString.write(value.signer, buf)
+            _UniffiFfiConverterInt64.write(value.trusted, buf)
+        if isinstance(value, MpoxError.ModelSignatureMismatch):
+            buf.write_i32(9)
+            _UniffiFfiConverterString.write(value.signer, buf)
+        if isinstance(value, MpoxError.InvalidOption):
+            buf.write_i32(10)
             _UniffiFfiConverterString.write(value.option, buf)
             _UniffiFfiConverterString.write(value.reason, buf)
         if isinstance(value, MpoxError.ImageEmpty):
-            buf.write_i32(8)
+            buf.write_i32(11)
         if isinstance(value, MpoxError.ImageFormat):
-            buf.write_i32(9)
+            buf.write_i32(12)
         if isinstance(value, MpoxError.ImageDecode):
-            buf.write_i32(10)
+            buf.write_i32(13)
             _UniffiFfiConverterString.write(value.reason, buf)
         if isinstance(value, MpoxError.ImageTooLarge):
-            buf.write_i32(11)
+            buf.write_i32(14)
             _UniffiFfiConverterInt64.write(value.width, buf)
             _UniffiFfiConverterInt64.write(value.height, buf)
             _UniffiFfiConverterInt64.write(value.max_width, buf)
             _UniffiFfiConverterInt64.write(value.max_height, buf)
             _UniffiFfiConverterInt64.write(value.max_pixels, buf)
         if isinstance(value, MpoxError.ImageTooSmall):
-            buf.write_i32(12)
+            buf.write_i32(15)
             _UniffiFfiConverterInt64.write(value.width, buf)
             _UniffiFfiConverterInt64.write(value.height, buf)
             _UniffiFfiConverterInt64.write(value.min_side, buf)
         if isinstance(value, MpoxError.InvalidFrame):
-            buf.write_i32(13)
+            buf.write_i32(16)
             _UniffiFfiConverterString.write(value.reason, buf)
         if isinstance(value, MpoxError.Inference):
-            buf.write_i32(14)
+            buf.write_i32(17)
             _UniffiFfiConverterString.write(value.reason, buf)
         if isinstance(value, MpoxError.Internal):
-            buf.write_i32(15)
+            buf.write_i32(18)
             _UniffiFfiConverterString.write(value.reason, buf)
 
 class _UniffiFfiConverterBytes(_UniffiConverterRustBuffer):

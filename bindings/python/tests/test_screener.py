@@ -204,3 +204,28 @@ def test_releasing_a_screener_frees_it(model_bytes):
     del s
     gc.collect()
     assert mpoxscreen.live_screeners() == before
+
+
+def test_signed_models_load_only_under_a_trusted_key(fixtures, model_bytes):
+    public = (fixtures / "release.pub").read_text().strip()
+    stranger = (fixtures / "stranger.pub").read_text().strip()
+    signed = (fixtures / "signed.onnx").read_bytes()
+
+    s = Screener.from_bytes(signed, ScreenerConfig(trusted_keys=[stranger, public]))
+    assert s.info().signed_by == public
+    # Without trusted keys a signature is not checked, and nothing claims it was.
+    assert Screener.from_bytes(signed).info().signed_by is None
+
+    with pytest.raises(MpoxError.ModelUnsigned):
+        Screener.from_bytes(model_bytes, ScreenerConfig(trusted_keys=[public]))
+    with pytest.raises(MpoxError.ModelUntrustedSigner) as e:
+        Screener.from_bytes(signed, ScreenerConfig(trusted_keys=[stranger]))
+    assert e.value.signer == public and e.value.trusted == 1
+    # The format version "1" -> "9" after signing: same length, still parses, signature broken.
+    altered = patched(signed, b"\x0a\x11mpoxscreen.format\x12\x011", b"\x0a\x11mpoxscreen.format\x12\x019")
+    with pytest.raises(MpoxError.ModelSignatureMismatch) as e:
+        Screener.from_bytes(altered, ScreenerConfig(trusted_keys=[public]))
+    assert e.value.signer == public
+    with pytest.raises(MpoxError.InvalidOption) as e:
+        Screener.from_bytes(signed, ScreenerConfig(trusted_keys=["not a key"]))
+    assert e.value.option == "trusted_keys"

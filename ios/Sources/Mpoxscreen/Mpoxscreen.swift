@@ -1164,6 +1164,10 @@ public struct ModelInfo: Equatable, Hashable {
      * Height of the class-activation map before upsampling.
      */
     public var camHeight: Int32
+    /**
+     * The trusted key (hex) whose signature was verified; `None` when the config trusts no keys.
+     */
+    public var signedBy: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1227,7 +1231,10 @@ public struct ModelInfo: Equatable, Hashable {
          */camWidth: Int32, 
         /**
          * Height of the class-activation map before upsampling.
-         */camHeight: Int32) {
+         */camHeight: Int32, 
+        /**
+         * The trusted key (hex) whose signature was verified; `None` when the config trusts no keys.
+         */signedBy: String?) {
         self.labels = labels
         self.positiveLabel = positiveLabel
         self.inputSize = inputSize
@@ -1248,6 +1255,7 @@ public struct ModelInfo: Equatable, Hashable {
         self.modelId = modelId
         self.camWidth = camWidth
         self.camHeight = camHeight
+        self.signedBy = signedBy
     }
 
     
@@ -1285,7 +1293,8 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
                 sha256: FfiConverterString.read(from: &buf), 
                 modelId: FfiConverterString.read(from: &buf), 
                 camWidth: FfiConverterInt32.read(from: &buf), 
-                camHeight: FfiConverterInt32.read(from: &buf)
+                camHeight: FfiConverterInt32.read(from: &buf), 
+                signedBy: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -1310,6 +1319,7 @@ public struct FfiConverterTypeModelInfo: FfiConverterRustBuffer {
         FfiConverterString.write(value.modelId, into: &buf)
         FfiConverterInt32.write(value.camWidth, into: &buf)
         FfiConverterInt32.write(value.camHeight, into: &buf)
+        FfiConverterOptionString.write(value.signedBy, into: &buf)
     }
 }
 
@@ -1436,6 +1446,13 @@ public struct ScreenerConfig: Equatable, Hashable {
      * fails loading with `InvalidOption`.
      */
     public var views: Int32?
+    /**
+     * Ed25519 public keys (64 hex digits each, from `mpox-trainer keygen`) whose signatures are
+     * accepted. When any are given, a model that is unsigned (`ModelUnsigned`), signed by another
+     * key (`ModelUntrustedSigner`) or altered after signing (`ModelSignatureMismatch`) is
+     * refused; an app that downloads model updates should always set it.
+     */
+    public var trustedKeys: [String]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1457,12 +1474,19 @@ public struct ScreenerConfig: Equatable, Hashable {
          * Test-time views averaged per screening: 1, 2, 4 or 8 (about that many times the work);
          * `None` takes the model's recommendation (`ModelInfo.recommended_views`). Any other count
          * fails loading with `InvalidOption`.
-         */views: Int32? = nil) {
+         */views: Int32? = nil, 
+        /**
+         * Ed25519 public keys (64 hex digits each, from `mpox-trainer keygen`) whose signatures are
+         * accepted. When any are given, a model that is unsigned (`ModelUnsigned`), signed by another
+         * key (`ModelUntrustedSigner`) or altered after signing (`ModelSignatureMismatch`) is
+         * refused; an app that downloads model updates should always set it.
+         */trustedKeys: [String] = []) {
         self.expectedSha256 = expectedSha256
         self.heatmap = heatmap
         self.limits = limits
         self.quality = quality
         self.views = views
+        self.trustedKeys = trustedKeys
     }
 
     
@@ -1485,7 +1509,8 @@ public struct FfiConverterTypeScreenerConfig: FfiConverterRustBuffer {
                 heatmap: FfiConverterBool.read(from: &buf), 
                 limits: FfiConverterOptionTypeImageLimits.read(from: &buf), 
                 quality: FfiConverterOptionTypeQualityThresholds.read(from: &buf), 
-                views: FfiConverterOptionInt32.read(from: &buf)
+                views: FfiConverterOptionInt32.read(from: &buf), 
+                trustedKeys: FfiConverterSequenceString.read(from: &buf)
         )
     }
 
@@ -1495,6 +1520,7 @@ public struct FfiConverterTypeScreenerConfig: FfiConverterRustBuffer {
         FfiConverterOptionTypeImageLimits.write(value.limits, into: &buf)
         FfiConverterOptionTypeQualityThresholds.write(value.quality, into: &buf)
         FfiConverterOptionInt32.write(value.views, into: &buf)
+        FfiConverterSequenceString.write(value.trustedKeys, into: &buf)
     }
 }
 
@@ -1716,6 +1742,29 @@ enum MpoxError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          */reason: String
     )
     /**
+     * The config trusts signing keys and the model carries no signature.
+     */
+    case ModelUnsigned
+    /**
+     * The model is signed, but by a key the config does not trust.
+     */
+    case ModelUntrustedSigner(
+        /**
+         * The signer's public key as the file states it (hex).
+         */signer: String, 
+        /**
+         * How many keys the config trusts.
+         */trusted: Int64
+    )
+    /**
+     * The signature by a trusted key does not match the model: it was altered after signing.
+     */
+    case ModelSignatureMismatch(
+        /**
+         * The trusted key the file says signed it (hex).
+         */signer: String
+    )
+    /**
      * A `ScreenerConfig` field has a value the library does not accept (e.g. `views` = 3).
      */
     case InvalidOption(
@@ -1852,34 +1901,42 @@ public struct FfiConverterTypeMpoxError: FfiConverterRustBuffer {
         case 6: return .ModelContract(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 7: return .InvalidOption(
+        case 7: return .ModelUnsigned
+        case 8: return .ModelUntrustedSigner(
+            signer: try FfiConverterString.read(from: &buf), 
+            trusted: try FfiConverterInt64.read(from: &buf)
+            )
+        case 9: return .ModelSignatureMismatch(
+            signer: try FfiConverterString.read(from: &buf)
+            )
+        case 10: return .InvalidOption(
             option: try FfiConverterString.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 8: return .ImageEmpty
-        case 9: return .ImageFormat
-        case 10: return .ImageDecode(
+        case 11: return .ImageEmpty
+        case 12: return .ImageFormat
+        case 13: return .ImageDecode(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 11: return .ImageTooLarge(
+        case 14: return .ImageTooLarge(
             width: try FfiConverterInt64.read(from: &buf), 
             height: try FfiConverterInt64.read(from: &buf), 
             maxWidth: try FfiConverterInt64.read(from: &buf), 
             maxHeight: try FfiConverterInt64.read(from: &buf), 
             maxPixels: try FfiConverterInt64.read(from: &buf)
             )
-        case 12: return .ImageTooSmall(
+        case 15: return .ImageTooSmall(
             width: try FfiConverterInt64.read(from: &buf), 
             height: try FfiConverterInt64.read(from: &buf), 
             minSide: try FfiConverterInt64.read(from: &buf)
             )
-        case 13: return .InvalidFrame(
+        case 16: return .InvalidFrame(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 14: return .Inference(
+        case 17: return .Inference(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 15: return .Internal(
+        case 18: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -1928,27 +1985,42 @@ public struct FfiConverterTypeMpoxError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .InvalidOption(option,reason):
+        case .ModelUnsigned:
             writeInt(&buf, Int32(7))
+        
+        
+        case let .ModelUntrustedSigner(signer,trusted):
+            writeInt(&buf, Int32(8))
+            FfiConverterString.write(signer, into: &buf)
+            FfiConverterInt64.write(trusted, into: &buf)
+            
+        
+        case let .ModelSignatureMismatch(signer):
+            writeInt(&buf, Int32(9))
+            FfiConverterString.write(signer, into: &buf)
+            
+        
+        case let .InvalidOption(option,reason):
+            writeInt(&buf, Int32(10))
             FfiConverterString.write(option, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
         case .ImageEmpty:
-            writeInt(&buf, Int32(8))
+            writeInt(&buf, Int32(11))
         
         
         case .ImageFormat:
-            writeInt(&buf, Int32(9))
+            writeInt(&buf, Int32(12))
         
         
         case let .ImageDecode(reason):
-            writeInt(&buf, Int32(10))
+            writeInt(&buf, Int32(13))
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .ImageTooLarge(width,height,maxWidth,maxHeight,maxPixels):
-            writeInt(&buf, Int32(11))
+            writeInt(&buf, Int32(14))
             FfiConverterInt64.write(width, into: &buf)
             FfiConverterInt64.write(height, into: &buf)
             FfiConverterInt64.write(maxWidth, into: &buf)
@@ -1957,24 +2029,24 @@ public struct FfiConverterTypeMpoxError: FfiConverterRustBuffer {
             
         
         case let .ImageTooSmall(width,height,minSide):
-            writeInt(&buf, Int32(12))
+            writeInt(&buf, Int32(15))
             FfiConverterInt64.write(width, into: &buf)
             FfiConverterInt64.write(height, into: &buf)
             FfiConverterInt64.write(minSide, into: &buf)
             
         
         case let .InvalidFrame(reason):
-            writeInt(&buf, Int32(13))
+            writeInt(&buf, Int32(16))
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .Inference(reason):
-            writeInt(&buf, Int32(14))
+            writeInt(&buf, Int32(17))
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .Internal(reason):
-            writeInt(&buf, Int32(15))
+            writeInt(&buf, Int32(18))
             FfiConverterString.write(reason, into: &buf)
             
         }

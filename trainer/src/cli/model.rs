@@ -1,4 +1,4 @@
-//! Commands on single models: `export`, `check`, `screen`, `synth`.
+//! Commands on single models: `export`, `check`, `screen`, `synth`, `keygen`, `sign`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,6 +69,30 @@ pub struct ScreenArgs {
     /// Expected sha256 of the model file.
     #[arg(long)]
     sha256: Option<String>,
+    /// Public key (64 hex digits, or a `.pub` file from `keygen`) whose signature the model must
+    /// carry; repeat for several. Without it, signatures are not checked.
+    #[arg(long = "trusted-key", value_name = "HEX|FILE")]
+    trusted_keys: Vec<String>,
+}
+
+/// Arguments of `keygen`.
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Path prefix of the key pair: writes PREFIX.key and PREFIX.pub, never over existing files.
+    prefix: PathBuf,
+}
+
+/// Arguments of `sign`.
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The exported model to sign.
+    model: PathBuf,
+    /// The secret key file written by `keygen` (PREFIX.key).
+    #[arg(long)]
+    key: PathBuf,
+    /// Where to write the signed model (default: replace MODEL, atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Arguments of `synth`.
@@ -177,10 +201,21 @@ fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(bytes).to_vec()
 }
 
+/// Loads a model for the CLI; the error names the file once (the SDK's I/O errors already do).
+pub fn load_screener(path: &Path, options: ScreenerOptions) -> anyhow::Result<Screener> {
+    Screener::from_path(path, options).map_err(|e| {
+        let shown = path.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(format!("loading {shown}"))
+        }
+    })
+}
+
 /// Runs `check`.
 pub fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
-    let screener = Screener::from_path(&a.model, ScreenerOptions::default())
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let screener = load_screener(&a.model, ScreenerOptions::default())?;
     let meta = &screener.info().meta;
     let arch: Arch = meta.arch.parse()?;
     let net = build_network(arch, meta.labels.len(), &a.weights, &Device::Cpu)?;
@@ -203,12 +238,17 @@ pub fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `screen`.
 pub fn screen(a: ScreenArgs) -> anyhow::Result<ExitCode> {
+    let trusted_keys = a
+        .trusted_keys
+        .iter()
+        .map(|k| read_public_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let options = ScreenerOptions {
         expected_sha256: a.sha256.clone(),
+        trusted_keys,
         ..Default::default()
     };
-    let screener = Screener::from_path(&a.model, options)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let screener = load_screener(&a.model, options)?;
     let mut failures = 0;
     for photo in &a.photos {
         let result = std::fs::read(photo)
@@ -280,5 +320,43 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
         a.per_class,
         a.out.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A public key given on the command line: its hex digits, or a file holding them.
+fn read_public_key(arg: &str) -> anyhow::Result<String> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the public key {}", path.display()))?;
+        Ok(text.trim().to_string())
+    } else {
+        Ok(arg.trim().to_string())
+    }
+}
+
+/// Writes a new signing key pair.
+pub fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let pair = mpox_trainer::keys::generate(&a.prefix)?;
+    eprintln!(
+        "wrote the secret key {} (keep it private) and the public key {}",
+        pair.secret.display(),
+        pair.public.display()
+    );
+    println!("{}", pair.public_hex);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Signs a model, then loads it through the SDK trusting only that key, to prove it verifies.
+pub fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
+    let out = a.out.as_ref().unwrap_or(&a.model);
+    let public = mpox_trainer::keys::sign_file(&a.model, &a.key, out)?;
+    let options = ScreenerOptions {
+        trusted_keys: vec![public.clone()],
+        ..Default::default()
+    };
+    Screener::from_path(out, options)
+        .with_context(|| format!("the signed model {} does not load", out.display()))?;
+    eprintln!("signed {} with key {public}", out.display());
     Ok(ExitCode::SUCCESS)
 }

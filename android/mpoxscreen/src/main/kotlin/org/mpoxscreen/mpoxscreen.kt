@@ -1876,6 +1876,11 @@ data class ModelInfo (
      * Height of the class-activation map before upsampling.
      */
     var `camHeight`: kotlin.Int
+    , 
+    /**
+     * The trusted key (hex) whose signature was verified; `None` when the config trusts no keys.
+     */
+    var `signedBy`: kotlin.String?
     
 ){
     
@@ -1912,6 +1917,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterString.read(buf),
             FfiConverterInt.read(buf),
             FfiConverterInt.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -1935,7 +1941,8 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterString.allocationSize(value.`sha256`) +
             FfiConverterString.allocationSize(value.`modelId`) +
             FfiConverterInt.allocationSize(value.`camWidth`) +
-            FfiConverterInt.allocationSize(value.`camHeight`)
+            FfiConverterInt.allocationSize(value.`camHeight`) +
+            FfiConverterOptionalString.allocationSize(value.`signedBy`)
     )
 
     override fun write(value: ModelInfo, buf: ByteBuffer) {
@@ -1959,6 +1966,7 @@ public object FfiConverterTypeModelInfo: FfiConverterRustBuffer<ModelInfo> {
             FfiConverterString.write(value.`modelId`, buf)
             FfiConverterInt.write(value.`camWidth`, buf)
             FfiConverterInt.write(value.`camHeight`, buf)
+            FfiConverterOptionalString.write(value.`signedBy`, buf)
     }
 }
 
@@ -2051,6 +2059,14 @@ data class ScreenerConfig (
      * fails loading with `InvalidOption`.
      */
     var `views`: kotlin.Int? = null 
+    , 
+    /**
+     * Ed25519 public keys (64 hex digits each, from `mpox-trainer keygen`) whose signatures are
+     * accepted. When any are given, a model that is unsigned (`ModelUnsigned`), signed by another
+     * key (`ModelUntrustedSigner`) or altered after signing (`ModelSignatureMismatch`) is
+     * refused; an app that downloads model updates should always set it.
+     */
+    var `trustedKeys`: List<kotlin.String> = listOf() 
     
 ){
     
@@ -2072,6 +2088,7 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterOptionalTypeImageLimits.read(buf),
             FfiConverterOptionalTypeQualityThresholds.read(buf),
             FfiConverterOptionalInt.read(buf),
+            FfiConverterSequenceString.read(buf),
         )
     }
 
@@ -2080,7 +2097,8 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterBoolean.allocationSize(value.`heatmap`) +
             FfiConverterOptionalTypeImageLimits.allocationSize(value.`limits`) +
             FfiConverterOptionalTypeQualityThresholds.allocationSize(value.`quality`) +
-            FfiConverterOptionalInt.allocationSize(value.`views`)
+            FfiConverterOptionalInt.allocationSize(value.`views`) +
+            FfiConverterSequenceString.allocationSize(value.`trustedKeys`)
     )
 
     override fun write(value: ScreenerConfig, buf: ByteBuffer) {
@@ -2089,6 +2107,7 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterOptionalTypeImageLimits.write(value.`limits`, buf)
             FfiConverterOptionalTypeQualityThresholds.write(value.`quality`, buf)
             FfiConverterOptionalInt.write(value.`views`, buf)
+            FfiConverterSequenceString.write(value.`trustedKeys`, buf)
     }
 }
 
@@ -2305,6 +2324,48 @@ sealed class MpoxException: kotlin.Exception() {
     }
     
     /**
+     * The config trusts signing keys and the model carries no signature.
+     */
+    class ModelUnsigned(
+        ) : MpoxException() {
+        override val message
+            get() = ""
+    }
+    
+    /**
+     * The model is signed, but by a key the config does not trust.
+     */
+    class ModelUntrustedSigner(
+        
+        /**
+         * The signer's public key as the file states it (hex).
+         */
+        val `signer`: kotlin.String, 
+        
+        /**
+         * How many keys the config trusts.
+         */
+        val `trusted`: kotlin.Long
+        ) : MpoxException() {
+        override val message
+            get() = "signer=${ `signer` }, trusted=${ `trusted` }"
+    }
+    
+    /**
+     * The signature by a trusted key does not match the model: it was altered after signing.
+     */
+    class ModelSignatureMismatch(
+        
+        /**
+         * The trusted key the file says signed it (hex).
+         */
+        val `signer`: kotlin.String
+        ) : MpoxException() {
+        override val message
+            get() = "signer=${ `signer` }"
+    }
+    
+    /**
      * A `ScreenerConfig` field has a value the library does not accept (e.g. `views` = 3).
      */
     class InvalidOption(
@@ -2497,34 +2558,42 @@ public object FfiConverterTypeMpoxError : FfiConverterRustBuffer<MpoxException> 
             6 -> MpoxException.ModelContract(
                 FfiConverterString.read(buf),
                 )
-            7 -> MpoxException.InvalidOption(
+            7 -> MpoxException.ModelUnsigned()
+            8 -> MpoxException.ModelUntrustedSigner(
+                FfiConverterString.read(buf),
+                FfiConverterLong.read(buf),
+                )
+            9 -> MpoxException.ModelSignatureMismatch(
+                FfiConverterString.read(buf),
+                )
+            10 -> MpoxException.InvalidOption(
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            8 -> MpoxException.ImageEmpty()
-            9 -> MpoxException.ImageFormat()
-            10 -> MpoxException.ImageDecode(
+            11 -> MpoxException.ImageEmpty()
+            12 -> MpoxException.ImageFormat()
+            13 -> MpoxException.ImageDecode(
                 FfiConverterString.read(buf),
                 )
-            11 -> MpoxException.ImageTooLarge(
+            14 -> MpoxException.ImageTooLarge(
                 FfiConverterLong.read(buf),
                 FfiConverterLong.read(buf),
                 FfiConverterLong.read(buf),
                 FfiConverterLong.read(buf),
                 FfiConverterLong.read(buf),
                 )
-            12 -> MpoxException.ImageTooSmall(
+            15 -> MpoxException.ImageTooSmall(
                 FfiConverterLong.read(buf),
                 FfiConverterLong.read(buf),
                 FfiConverterLong.read(buf),
                 )
-            13 -> MpoxException.InvalidFrame(
+            16 -> MpoxException.InvalidFrame(
                 FfiConverterString.read(buf),
                 )
-            14 -> MpoxException.Inference(
+            17 -> MpoxException.Inference(
                 FfiConverterString.read(buf),
                 )
-            15 -> MpoxException.Internal(
+            18 -> MpoxException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -2566,6 +2635,21 @@ public object FfiConverterTypeMpoxError : FfiConverterRustBuffer<MpoxException> 
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is MpoxException.ModelUnsigned -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+            )
+            is MpoxException.ModelUntrustedSigner -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`signer`)
+                + FfiConverterLong.allocationSize(value.`trusted`)
+            )
+            is MpoxException.ModelSignatureMismatch -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`signer`)
             )
             is MpoxException.InvalidOption -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -2656,27 +2740,42 @@ public object FfiConverterTypeMpoxError : FfiConverterRustBuffer<MpoxException> 
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is MpoxException.InvalidOption -> {
+            is MpoxException.ModelUnsigned -> {
                 buf.putInt(7)
+                Unit
+            }
+            is MpoxException.ModelUntrustedSigner -> {
+                buf.putInt(8)
+                FfiConverterString.write(value.`signer`, buf)
+                FfiConverterLong.write(value.`trusted`, buf)
+                Unit
+            }
+            is MpoxException.ModelSignatureMismatch -> {
+                buf.putInt(9)
+                FfiConverterString.write(value.`signer`, buf)
+                Unit
+            }
+            is MpoxException.InvalidOption -> {
+                buf.putInt(10)
                 FfiConverterString.write(value.`option`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is MpoxException.ImageEmpty -> {
-                buf.putInt(8)
+                buf.putInt(11)
                 Unit
             }
             is MpoxException.ImageFormat -> {
-                buf.putInt(9)
+                buf.putInt(12)
                 Unit
             }
             is MpoxException.ImageDecode -> {
-                buf.putInt(10)
+                buf.putInt(13)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is MpoxException.ImageTooLarge -> {
-                buf.putInt(11)
+                buf.putInt(14)
                 FfiConverterLong.write(value.`width`, buf)
                 FfiConverterLong.write(value.`height`, buf)
                 FfiConverterLong.write(value.`maxWidth`, buf)
@@ -2685,24 +2784,24 @@ public object FfiConverterTypeMpoxError : FfiConverterRustBuffer<MpoxException> 
                 Unit
             }
             is MpoxException.ImageTooSmall -> {
-                buf.putInt(12)
+                buf.putInt(15)
                 FfiConverterLong.write(value.`width`, buf)
                 FfiConverterLong.write(value.`height`, buf)
                 FfiConverterLong.write(value.`minSide`, buf)
                 Unit
             }
             is MpoxException.InvalidFrame -> {
-                buf.putInt(13)
+                buf.putInt(16)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is MpoxException.Inference -> {
-                buf.putInt(14)
+                buf.putInt(17)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is MpoxException.Internal -> {
-                buf.putInt(15)
+                buf.putInt(18)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }

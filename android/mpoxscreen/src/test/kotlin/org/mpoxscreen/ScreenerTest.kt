@@ -41,7 +41,7 @@ class ScreenerTest {
     companion object {
         const val TOLERANCE = 1e-6
 
-        private val fixtures = File(System.getenv("MPOX_BINDINGS_FIXTURES") ?: "target/bindings-test")
+        val fixtures = File(System.getenv("MPOX_BINDINGS_FIXTURES") ?: "target/bindings-test")
         val modelFile = File(fixtures, "model.onnx")
         lateinit var modelBytes: ByteArray
         lateinit var reference: List<Reference>
@@ -267,30 +267,71 @@ class ScreenerTest {
         s.close() // closing twice is harmless
     }
 
+    /** A screening's outcome without its wall time: a result, or the failure's type and text. */
+    private fun outcome(bytes: ByteArray): Any = try {
+        screener.screen(bytes).let { Triple(it.logits, it.probabilities, it.heatmap) }
+    } catch (e: MpoxException) {
+        "${e.javaClass.simpleName}: ${e.message}"
+    }
+
     @Test
-    fun fourThreadsGiveIdenticalResults() {
-        val photos = reference.map { File(it.file).readBytes() }
-        val expected = photos.map { screener.screen(it) }
-        val pool = Executors.newFixedThreadPool(4)
+    fun eightThreadsTimesTwoHundredScreensGiveTheSingleThreadedResults() {
+        // Good photos and hostile input, shared by all threads through one screener.
+        val good = reference.map { File(it.file).readBytes() }
+        val inputs = good + listOf(ByteArray(0), good[0].copyOf(good[0].size / 3), "not an image".toByteArray())
+        val expected = inputs.map { outcome(it) }
+        assertTrue(expected.any { it is String } && expected.any { it !is String })
+        val pool = Executors.newFixedThreadPool(8)
         try {
-            val jobs = (0 until 4).map { offset ->
+            val jobs = (0 until 8).map { t ->
                 Callable {
-                    (0 until 3 * photos.size).map { i ->
-                        val k = (i + offset) % photos.size
-                        k to screener.screen(photos[k])
+                    (0 until 200).map { i ->
+                        // Each thread its own order, so different inputs run side by side.
+                        val k = (i * (2 * t + 1) + 3 * t) % inputs.size
+                        k to outcome(inputs[k])
                     }
                 }
             }
+            var screens = 0
             for (job in pool.invokeAll(jobs)) {
-                for ((k, s) in job.get()) {
-                    assertEquals(expected[k].logits, s.logits)
-                    assertEquals(expected[k].probabilities, s.probabilities)
-                    assertEquals(expected[k].heatmap, s.heatmap)
+                for ((k, got) in job.get()) {
+                    assertEquals("input $k", expected[k], got)
+                    screens++
                 }
             }
+            assertEquals(1600, screens)
         } finally {
             pool.shutdown()
         }
+    }
+
+    @Test
+    fun signedModelsLoadOnlyUnderATrustedKey() {
+        val public = File(fixtures, "release.pub").readText().trim()
+        val stranger = File(fixtures, "stranger.pub").readText().trim()
+        val signed = File(fixtures, "signed.onnx").readBytes()
+        Screener.fromBytes(signed, ScreenerConfig(trustedKeys = listOf(stranger, public))).use {
+            assertEquals(public, it.info().signedBy)
+        }
+        Screener.fromBytes(signed).use { assertNull(it.info().signedBy) }
+        assertThrows<MpoxException.ModelUnsigned> {
+            Screener.fromBytes(modelBytes, ScreenerConfig(trustedKeys = listOf(public)))
+        }
+        val untrusted = assertThrows<MpoxException.ModelUntrustedSigner> {
+            Screener.fromBytes(signed, ScreenerConfig(trustedKeys = listOf(stranger)))
+        }
+        assertEquals(public, untrusted.signer)
+        assertEquals(1L, untrusted.trusted)
+        val format = "\u000a\u0011mpoxscreen.format\u0012\u0001".toByteArray()
+        val altered = patched(signed, format + "1".toByteArray(), format + "9".toByteArray())
+        val mismatch = assertThrows<MpoxException.ModelSignatureMismatch> {
+            Screener.fromBytes(altered, ScreenerConfig(trustedKeys = listOf(public)))
+        }
+        assertEquals(public, mismatch.signer)
+        val bad = assertThrows<MpoxException.InvalidOption> {
+            Screener.fromBytes(signed, ScreenerConfig(trustedKeys = listOf("not a key")))
+        }
+        assertEquals("trusted_keys", bad.option)
     }
 
     @Test
