@@ -28,18 +28,44 @@ pub fn to_model(net: &Network, meta: &ModelMeta) -> Result<tract_onnx::pb::Model
     }
     let mut g = GraphBuilder::default();
     let features = net.export_features(&mut g, INPUT_NAME)?;
-    let pooled = g.global_average(&features);
     let head = net.head();
     let w = head.weight.flatten_all()?.to_vec1::<f32>()?;
     let b = head.bias.to_vec1::<f32>()?;
-    g.linear_named(&pooled, &w, &b, LOGITS_NAME);
-    let (c, f) = (net.num_classes(), net.feature_dim());
-    let cam_w = g.constant("cam_w", &[c, f, 1, 1], &w);
-    let cam_b = g.constant("cam_b", &[c], &b);
-    g.node_named("Conv", &[&features, &cam_w, &cam_b], vec![], CAM_NAME);
-    let side = net.arch().feature_side(s) as i64;
-    let (n, s, c) = (DimSpec::Symbol("N"), s as i64, c as i64);
-    Ok(g.finish(
+    let side = net.arch().feature_side(s);
+    Ok(finish_with_heads(
+        g,
+        &features,
+        (&w, &b),
+        side,
+        meta,
+        env!("CARGO_PKG_VERSION"),
+    ))
+}
+
+/// Adds the file's two heads to a graph's `features` and finishes it with the contract's input
+/// and outputs: `logits` (global average pool, then the linear head `weight` `[classes × dim]`,
+/// `bias` `[classes]`) and `cam` (the same head as a 1×1 convolution over the
+/// `feature_side`² map).
+pub fn finish_with_heads(
+    mut g: GraphBuilder,
+    features: &str,
+    (weight, bias): (&[f32], &[f32]),
+    feature_side: usize,
+    meta: &ModelMeta,
+    producer_version: &str,
+) -> tract_onnx::pb::ModelProto {
+    let classes = bias.len();
+    let pooled = g.global_average(features);
+    g.linear_named(&pooled, weight, bias, LOGITS_NAME);
+    let cam_w = g.constant("cam_w", &[classes, weight.len() / classes, 1, 1], weight);
+    let cam_b = g.constant("cam_b", &[classes], bias);
+    g.node_named("Conv", &[features, &cam_w, &cam_b], vec![], CAM_NAME);
+    let (n, s) = (
+        DimSpec::Symbol("N"),
+        i64::from(meta.preprocessing.input_size),
+    );
+    let (c, side) = (classes as i64, feature_side as i64);
+    g.finish(
         (
             INPUT_NAME,
             &[
@@ -62,8 +88,8 @@ pub fn to_model(net: &Network, meta: &ModelMeta) -> Result<tract_onnx::pb::Model
             ),
         ],
         meta.to_props(),
-        env!("CARGO_PKG_VERSION"),
-    ))
+        producer_version,
+    )
 }
 
 /// Serialised ONNX bytes of `net` with `meta`.
