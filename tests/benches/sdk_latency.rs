@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use image::{DynamicImage, ImageFormat};
-use mpox_e2e::{encode, export, photo, random_network, shared, workspace_root};
+use mpox_e2e::{encode, export, photo, proc_status_mib, random_network, shared, workspace_root};
 use mpox_sdk::{Screener, ScreenerOptions};
 use mpox_trainer::models::{Arch, Network};
 use tract_onnx::prelude::*;
@@ -24,16 +24,6 @@ const WARMUP: usize = 5;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// Child mode: load the model (with `views`, else the file's recommendation), screen a photo RUNS
@@ -84,7 +74,7 @@ fn measure(model: &Path, views: Option<u32>) {
         screener.infer_views(&input).unwrap();
     });
     // Read before the batched plan below adds its own memory.
-    let peak_rss = peak_rss_mib();
+    let peak_rss = proc_status_mib("VmHWM");
     let n = screener.views() as usize;
     let (mut sequential, mut batched) = (Vec::new(), Vec::new());
     if n > 1 {

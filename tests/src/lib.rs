@@ -129,6 +129,39 @@ pub fn jpeg(img: &RgbImage, q: u8) -> Vec<u8> {
     out
 }
 
+/// A size field of this process's `/proc/self/status` (`VmRSS`, `VmHWM`, …) in MiB; NaN where
+/// there is none (not Linux).
+pub fn proc_status_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Inserts an EXIF APP1 segment with one Orientation entry right after the JPEG's SOI marker.
+pub fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
+    tiff.extend_from_slice(&[0, 1]); // one IFD entry
+    tiff.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]); // Orientation, SHORT, count 1
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // padding, next IFD = 0
+    let mut payload = b"Exif\x00\x00".to_vec();
+    payload.extend(tiff);
+    let len = (payload.len() + 2) as u16;
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend(payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
 /// Largest absolute element-wise difference of two tensors of the same shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");

@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, RgbImage, Rgba};
-use mpox_e2e::{encode, jpeg, photo, tiny_model};
+use mpox_e2e::{encode, jpeg, photo, tiny_model, with_exif_orientation};
 use mpox_sdk::{Error, Screener, ScreenerOptions, Verdict};
 use prost::Message;
 use rand::rngs::StdRng;
@@ -157,24 +157,6 @@ fn sixteen_bit_png_equals_eight_bit() {
     });
     let bytes = encode(&DynamicImage::ImageRgb16(deep), ImageFormat::Png);
     assert_eq!(logits(&bytes), logits(&png(&rgb)));
-}
-
-/// Inserts an EXIF APP1 segment with one Orientation entry right after the JPEG's SOI marker.
-fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
-    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
-    tiff.extend_from_slice(&[0, 1]); // one IFD entry
-    tiff.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]); // Orientation, SHORT, count 1
-    tiff.extend_from_slice(&orientation.to_be_bytes());
-    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // padding, next IFD = 0
-    let mut payload = b"Exif\x00\x00".to_vec();
-    payload.extend(tiff);
-    let len = (payload.len() + 2) as u16;
-    let mut out = jpeg[..2].to_vec();
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend(payload);
-    out.extend_from_slice(&jpeg[2..]);
-    out
 }
 
 #[test]
