@@ -5,15 +5,15 @@
 use std::path::Path;
 
 use image::{DynamicImage, ImageFormat, RgbImage};
-use mpox_sdk::contract::{ModelMeta, CAM_NAME, INPUT_NAME, LOGITS_NAME};
+use mpox_sdk::contract::{ModelMeta, INPUT_NAME};
 use mpox_sdk::Preprocessing;
-use mpox_trainer::onnx::{DimSpec, GraphBuilder, IR_VERSION};
+use mpox_trainer::onnx::{finish_with_heads, GraphBuilder, IR_VERSION};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::fuzzing::{props_to_bytes, rgba_input, RGBA_FIT};
-use crate::{encode, jpeg, photo, tiny_model};
+use crate::fuzzing::{props_to_bytes, rgba_input, RGBA_FIT, SIGNER_SECRET};
+use crate::{encode, jpeg, photo, tiny_model, with_exif_orientation};
 
 /// Side of the fixture model's input: the smallest photo the SDK accepts (32 px) needs no upscaling.
 pub const FIXTURE_INPUT_SIZE: u32 = 32;
@@ -52,7 +52,10 @@ fn micro_meta(input_size: u32, classes: usize, views: u32) -> ModelMeta {
 /// MobileNetV2 is 1.6 MB even at width 0.35, too big for a fuzzer to mutate and too slow to load
 /// a million times; this one loads in about a millisecond yet uses the exporter's operators.
 pub fn micro_model(input_size: u32, classes: usize, views: u32) -> Vec<u8> {
-    assert!(input_size % 8 == 0, "the micro model downsamples by 8");
+    assert!(
+        input_size.is_multiple_of(8),
+        "the micro model downsamples by 8"
+    );
     let meta = micro_meta(input_size, classes, views);
     let mut rng = StdRng::seed_from_u64(u64::from(input_size) * 31 + classes as u64);
     let mut weights =
@@ -78,43 +81,9 @@ pub fn micro_model(input_size: u32, classes: usize, views: u32) -> Vec<u8> {
     let depthwise = g.relu(&depthwise);
     let sum = g.add(&stem, &depthwise);
     let features = g.max_pool(&sum, 2, 2, 0);
-    let pooled = g.global_average(&features);
     let (head_w, head_b) = (weights(classes * FEATURES), weights(classes));
-    g.linear_named(&pooled, &head_w, &head_b, LOGITS_NAME);
-    let cam_w = g.constant("cam_w", &[classes, FEATURES, 1, 1], &head_w);
-    let cam_b = g.constant("cam_b", &[classes], &head_b);
-    g.node_named("Conv", &[&features, &cam_w, &cam_b], vec![], CAM_NAME);
-    let (s, c, side) = (
-        i64::from(input_size),
-        classes as i64,
-        i64::from(input_size / 8),
-    );
-    let n = DimSpec::Symbol("N");
-    let model = g.finish(
-        (
-            INPUT_NAME,
-            &[
-                n.clone(),
-                DimSpec::Fixed(3),
-                DimSpec::Fixed(s),
-                DimSpec::Fixed(s),
-            ],
-        ),
-        &[
-            (LOGITS_NAME, &[n.clone(), DimSpec::Fixed(c)]),
-            (
-                CAM_NAME,
-                &[
-                    n,
-                    DimSpec::Fixed(c),
-                    DimSpec::Fixed(side),
-                    DimSpec::Fixed(side),
-                ],
-            ),
-        ],
-        meta.to_props(),
-        "0.0.0",
-    );
+    let side = input_size as usize / 8;
+    let model = finish_with_heads(g, &features, (&head_w, &head_b), side, &meta, "0.0.0");
     debug_assert_eq!(model.ir_version, IR_VERSION);
     model.encode_to_vec()
 }
@@ -135,24 +104,6 @@ pub struct Seed {
     pub name: String,
     /// The input.
     pub bytes: Vec<u8>,
-}
-
-/// Inserts an EXIF APP1 segment with one Orientation entry right after a JPEG's SOI marker.
-fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
-    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
-    tiff.extend_from_slice(&[0, 1]);
-    tiff.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]);
-    tiff.extend_from_slice(&orientation.to_be_bytes());
-    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    let mut payload = b"Exif\x00\x00".to_vec();
-    payload.extend(tiff);
-    let len = (payload.len() + 2) as u16;
-    let mut out = jpeg[..2].to_vec();
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend(payload);
-    out.extend_from_slice(&jpeg[2..]);
-    out
 }
 
 /// Encoded photos for `screen`: each format and colour type at a few sizes (the smallest the SDK
@@ -202,7 +153,7 @@ fn image_seeds() -> Named {
 /// Frames for `screen_rgba`: exact, fitted, mismatched and oversized headers.
 fn rgba_seeds() -> Named {
     let pixels = |w: u32, h: u32, seed: u64| -> Vec<u8> {
-        let img = photo(seed, seed % 2 == 0, w.max(h));
+        let img = photo(seed, seed.is_multiple_of(2), w.max(h));
         let img = image::imageops::crop_imm(&img, 0, 0, w, h).to_image();
         DynamicImage::ImageRgb8(img).to_rgba8().into_raw()
     };
@@ -257,6 +208,53 @@ fn model_seeds() -> Named {
     ]
 }
 
+/// Model files for `signed_model`: micro models signed by the trusted test key, and the ways a
+/// signed file goes wrong (unsigned, signed by another key, a weight or the signature altered
+/// after signing, a signature that is not hex, cut short).
+fn signed_seeds() -> Named {
+    let sign = |model: &[u8], secret: &[u8; 32]| {
+        mpox_sdk::signature::sign_model(model, secret).expect("micro models decode")
+    };
+    let fixture = fixture_model();
+    let signed = sign(&fixture, &SIGNER_SECRET);
+    let stranger = sign(&fixture, &[7; 32]);
+    // The last float of the weights sits well before the metadata at the end of the file.
+    let mut weight = signed.clone();
+    let at = weight.len() / 2;
+    weight[at] ^= 0x01;
+    let signature_at = |bytes: &[u8]| {
+        let key = mpox_sdk::signature::SIGNATURE_KEY.as_bytes();
+        let at = bytes
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("a signed model names its signature");
+        // The value follows the key's bytes after a tag and a length byte or two.
+        at + key.len() + 3
+    };
+    let mut flipped = signed.clone();
+    let i = signature_at(&flipped);
+    flipped[i] = if flipped[i] == b'0' { b'1' } else { b'0' };
+    let mut not_hex = signed.clone();
+    let i = signature_at(&not_hex);
+    not_hex[i] = b'z';
+    vec![
+        ("micro32-signed.onnx".into(), signed.clone()),
+        (
+            "micro16-3labels-signed.onnx".into(),
+            sign(&micro_model(16, 3, 4), &SIGNER_SECRET),
+        ),
+        ("micro32-unsigned.onnx".into(), fixture),
+        ("micro32-stranger.onnx".into(), stranger),
+        ("micro32-signed-weight-altered.onnx".into(), weight),
+        ("micro32-signature-flipped.onnx".into(), flipped),
+        ("micro32-signature-not-hex.onnx".into(), not_hex),
+        (
+            "micro32-signed-half.onnx".into(),
+            signed[..signed.len() / 2].to_vec(),
+        ),
+    ]
+}
+
 /// `key=value` metadata for `metadata`: a micro model's, another with more labels and figures,
 /// and one with a key missing.
 fn metadata_seeds() -> Named {
@@ -274,11 +272,12 @@ fn metadata_seeds() -> Named {
 
 /// Every seed of every target.
 pub fn seeds() -> Vec<Seed> {
-    let groups: [(&'static str, Named); 4] = [
+    let groups: [(&'static str, Named); 5] = [
         ("screen", image_seeds()),
         ("screen_rgba", rgba_seeds()),
         ("from_bytes", model_seeds()),
         ("metadata", metadata_seeds()),
+        ("signed_model", signed_seeds()),
     ];
     groups
         .into_iter()

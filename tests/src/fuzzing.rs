@@ -1,4 +1,4 @@
-//! The bodies of the four fuzz targets (`fuzz/fuzz_targets/*.rs`), shared with the stable replay
+//! The bodies of the five fuzz targets (`fuzz/fuzz_targets/*.rs`), shared with the stable replay
 //! test (`tests/tests/fuzz_corpus.rs`) so that CI replays the corpora through exactly the code the
 //! fuzzer ran.
 //!
@@ -9,14 +9,24 @@
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::panic::PanicHookInfo;
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, Once, OnceLock};
 
 use mpox_sdk::{Error, Limits, ModelMeta, ScreenerOptions, Screening};
 
 pub use mpox_sdk::Screener;
 
 /// The fuzz targets, by the names `cargo fuzz` and the corpus folders use.
-pub const TARGETS: [&str; 4] = ["screen", "screen_rgba", "from_bytes", "metadata"];
+pub const TARGETS: [&str; 5] = [
+    "screen",
+    "screen_rgba",
+    "from_bytes",
+    "metadata",
+    "signed_model",
+];
+
+/// Secret key of the `signed_model` target's trusted signer: a fixed test key, public by being
+/// here, that signs the target's seeds.
+pub const SIGNER_SECRET: [u8; 32] = *b"mpoxscreen fuzzing: test key 32b";
 
 /// Bytes of the `screen_rgba` input header: width and height (u16 little-endian each) and flags.
 pub const RGBA_HEADER: usize = 5;
@@ -114,6 +124,28 @@ pub fn from_bytes(data: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Target `signed_model`: `data` is a model file, loaded by a screener that trusts one key
+/// ([`SIGNER_SECRET`]'s). Everything the SDK reads before the graph (the protobuf, the signature
+/// entries, their hex, the verification) sees fuzzed bytes; a model that loads must name that key
+/// as its signer.
+pub fn signed_model(data: &[u8]) -> Result<(), Error> {
+    static TRUSTED: OnceLock<String> = OnceLock::new();
+    install_panic_hook();
+    // Deriving the public key costs a scalar multiplication: once, not per run.
+    let trusted = TRUSTED.get_or_init(|| mpox_sdk::signature::public_key_hex(&SIGNER_SECRET));
+    let options = ScreenerOptions {
+        trusted_keys: vec![trusted.clone()],
+        ..options()
+    };
+    let screener = guarded(|| Screener::from_bytes(data, options))?;
+    assert_eq!(
+        screener.info().signed_by.as_deref(),
+        Some(trusted.as_str()),
+        "a model loaded under a trusted key without naming it as its signer"
+    );
+    Ok(())
+}
+
 /// Target `metadata`: `data` is `key=value` lines, the model's `metadata_props`. What parses must
 /// survive the trainer's way back, [`ModelMeta::to_props`], unchanged.
 pub fn metadata(data: &[u8]) -> Result<(), Error> {
@@ -172,6 +204,7 @@ pub fn run(target: &str, screener: &Screener, data: &[u8]) -> Result<(), Error> 
         "screen_rgba" => screen_rgba(screener, data),
         "from_bytes" => from_bytes(data),
         "metadata" => metadata(data),
+        "signed_model" => signed_model(data),
         other => panic!("unknown fuzz target {other:?}"),
     }
 }
