@@ -20,8 +20,9 @@ targets=("$device" "${simulators[@]}")
 export IPHONEOS_DEPLOYMENT_TARGET=13.0 MACOSX_DEPLOYMENT_TARGET=11.0
 rustup target add "${targets[@]}"
 for t in "${targets[@]}"; do
-    # The staticlib only: apps link it into their own binary.
-    cargo rustc --release -p mpox-bindings --lib --target "$t" --crate-type staticlib
+    # The staticlib only: apps link it into their own binary. The `mobile` profile (workspace
+    # Cargo.toml) optimises the whole library as one unit (LTO).
+    cargo rustc --profile mobile -p mpox-bindings --lib --target "$t" --crate-type staticlib
 done
 
 # The generated Swift and header must match this library.
@@ -30,14 +31,14 @@ scripts/gen-bindings.sh --check
 out="$root/target/xcframework"
 rm -rf "$out"
 mkdir -p "$out/ios-sim" "$out/macos" "$out/headers/mpoxscreenFFI"
-lib_of() { for t in "$@"; do echo "$root/target/$t/release/libmpoxscreen.a"; done; }
+lib_of() { for t in "$@"; do echo "$root/target/$t/mobile/libmpoxscreen.a"; done; }
 # shellcheck disable=SC2046
 lipo -create $(lib_of "${simulators[@]}") -output "$out/ios-sim/libmpoxscreen.a"
 # Headers in a folder named after the module: several uniffi XCFrameworks in one app would
 # otherwise each put a `module.modulemap` at the top of the shared include directory.
 cp ios/Headers/mpoxscreenFFI.h ios/Headers/module.modulemap "$out/headers/mpoxscreenFFI/"
 
-args=(-library "$root/target/$device/release/libmpoxscreen.a" -headers "$out/headers"
+args=(-library "$root/target/$device/mobile/libmpoxscreen.a" -headers "$out/headers"
       -library "$out/ios-sim/libmpoxscreen.a" -headers "$out/headers")
 if [ "$with_macos" = 1 ]; then
     # shellcheck disable=SC2046

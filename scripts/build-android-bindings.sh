@@ -26,12 +26,10 @@ done
 # Android 15+ devices may use 16 KB memory pages: align the ELF segments for them.
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384"
 # minSdk 24 (android/mpoxscreen/build.gradle.kts).
+# The `mobile` profile (workspace Cargo.toml): LTO, one code unit, stripped.
 cargo ndk "${args[@]}" --platform 24 -o android/mpoxscreen/src/main/jniLibs \
-    build --release -p mpox-bindings --lib
+    build --profile mobile -p mpox-bindings --lib
 
-# Ship without the release profile's line tables (a quarter of the size).
-strip_tool=$(ls "$ANDROID_NDK_HOME"/toolchains/llvm/prebuilt/*/bin/llvm-strip | head -1)
 for so in android/mpoxscreen/src/main/jniLibs/*/libmpoxscreen.so; do
-    "$strip_tool" --strip-debug "$so"
     echo "$so: $(stat -c %s "$so" 2>/dev/null || stat -f %z "$so") bytes"
 done
