@@ -88,7 +88,7 @@ pub enum MpoxError {
         trusted: i64,
     },
     /// The signature by a trusted key does not match the model: it was altered after signing.
-    #[error("the model's signature by trusted key {signer} does not match its content: it was altered after signing")]
+    #[error("the model's signature by trusted key {signer} does not match its content: it was altered after signing, or the signature is damaged")]
     ModelSignatureMismatch {
         /// The trusted key the file says signed it (hex).
         signer: String,

@@ -70,7 +70,7 @@ pub enum Error {
     },
     /// The signature by a trusted key does not match the model: the file was altered after
     /// signing, or the signature itself is damaged.
-    #[error("the model's signature by trusted key {signer} does not match its content: it was altered after signing")]
+    #[error("the model's signature by trusted key {signer} does not match its content: it was altered after signing, or the signature is damaged")]
     ModelSignatureMismatch {
         /// The trusted key that the file says signed it (hex).
         signer: String,

@@ -19,7 +19,8 @@ fn temp_prefix(path: &Path) -> String {
     format!(".{name}.tmp-")
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+/// The temporary file this process writes `path` through: hidden, beside it, named by the pid.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{}{}", temp_prefix(path), std::process::id()))
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use mpox_sdk::signature::{self, SECRET_KEY_LEN};
 use rand::TryRngCore;
 
-use crate::atomic::write_atomic;
+use crate::atomic::{temp_path, write_atomic};
 use crate::error::{Error, Result};
 
 /// First line of a secret key file, so that nobody mistakes it for something to share.
@@ -102,13 +102,7 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
 /// Writes a file only its owner can read, without ever replacing an existing one: the bytes go to
 /// a private temporary file that is then hard-linked into place (which fails if the name exists).
 fn write_secret(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    let tmp = temp_path(path);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -201,15 +201,11 @@ fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(bytes).to_vec()
 }
 
-/// Loads a model for the CLI; the error names the file once (the SDK's I/O errors already do).
+/// Loads a model for the CLI; the error names the file once (the SDK's `Io` error already does).
 pub fn load_screener(path: &Path, options: ScreenerOptions) -> anyhow::Result<Screener> {
-    Screener::from_path(path, options).map_err(|e| {
-        let shown = path.display().to_string();
-        if e.to_string().contains(&shown) {
-            anyhow::Error::new(e)
-        } else {
-            anyhow::Error::new(e).context(format!("loading {shown}"))
-        }
+    Screener::from_path(path, options).map_err(|e| match e {
+        mpox_sdk::Error::Io { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("loading {}", path.display())),
     })
 }
 
