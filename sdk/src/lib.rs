@@ -16,8 +16,10 @@
 
 pub mod contract;
 pub mod decode;
+pub mod depthwise;
 mod error;
 pub mod preprocess;
+pub mod profile;
 pub mod quality;
 mod screener;
 pub mod signature;
@@ -26,6 +28,7 @@ pub use contract::ModelMeta;
 pub use decode::Limits;
 pub use error::{Error, Result};
 pub use preprocess::Preprocessing;
+pub use profile::NodeTime;
 pub use quality::{QualityThresholds, QualityWarning};
 pub use screener::{
     hex, softmax, ClassProbability, Heatmap, ModelInfo, RawOutput, Screener, ScreenerOptions,

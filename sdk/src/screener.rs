@@ -11,8 +11,10 @@ use tract_onnx::prelude::*;
 
 use crate::contract::{self, ModelMeta};
 use crate::decode::{self, Limits};
+use crate::depthwise;
 use crate::error::{Error, Result};
 use crate::preprocess::{is_view_count, VIEW_COUNTS};
+use crate::profile::{self, NodeTime};
 use crate::quality::{self, QualityThresholds, QualityWarning};
 use crate::signature::{self, TrustedKey};
 
@@ -301,14 +303,7 @@ impl Screener {
 
     /// Runs the network on one preprocessed image (`3·S·S` normalised CHW floats).
     pub fn infer(&self, input: &[f32]) -> Result<RawOutput> {
-        let s = self.info.meta.preprocessing.input_size as usize;
-        if input.len() != 3 * s * s {
-            return Err(Error::Inference {
-                reason: format!("input has {} values, expected 3x{s}x{s}", input.len()),
-            });
-        }
-        let run = || -> TractResult<RawOutput> {
-            let tensor = Tensor::from_shape(&[1, 3, s, s], input)?;
+        self.with_input(input, |tensor| {
             let outputs = self.plan.run(tvec!(tensor.into()))?;
             let logits = outputs[self.logits_ix].to_plain_array_view::<f32>()?;
             let cam = outputs[self.cam_ix].to_plain_array_view::<f32>()?;
@@ -317,7 +312,19 @@ impl Screener {
                 cam: cam.iter().copied().collect(),
                 cam_size: self.info.cam_size,
             })
-        };
+        })
+    }
+
+    /// Checks one preprocessed image's length, makes it the plan's input tensor and runs `f` on
+    /// it, with the engine's errors and panics turned into [`Error::Inference`].
+    fn with_input<T>(&self, input: &[f32], f: impl FnOnce(Tensor) -> TractResult<T>) -> Result<T> {
+        let s = self.info.meta.preprocessing.input_size as usize;
+        if input.len() != 3 * s * s {
+            return Err(Error::Inference {
+                reason: format!("input has {} values, expected 3x{s}x{s}", input.len()),
+            });
+        }
+        let run = || f(Tensor::from_shape(&[1, 3, s, s], input)?);
         catch_unwind(AssertUnwindSafe(run))
             .map_err(|p| Error::Inference {
                 reason: format!("the inference engine panicked: {}", panic_message(&p)),
@@ -325,6 +332,14 @@ impl Screener {
             .map_err(|e| Error::Inference {
                 reason: format!("{e:#}"),
             })
+    }
+
+    /// Times each node of the optimised plan over `runs` inferences of one preprocessed image
+    /// (as [`Self::infer`] takes it): where the time of an inference goes on this device.
+    pub fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<NodeTime>> {
+        self.with_input(input, |tensor| {
+            profile::profile_plan(&self.plan, tensor, runs)
+        })
     }
 
     /// Runs the network on the [`Self::views`] views of one photo (`[views, 3, S, S]` normalised
@@ -427,6 +442,11 @@ fn load(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Loaded> {
     model
         .set_input_fact(0, f32::fact([1, 3, s, s]).into())
         .map_err(contract_err)?;
+    let mut model = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(contract_err)?;
+    depthwise::rewrite(&mut model, depthwise::Isa::detect()).map_err(contract_err)?;
     let model = model.into_optimized().map_err(contract_err)?;
     let cam_size = contract::check_outputs(&model, &meta, logits_ix, cam_ix)?;
     let plan = model.into_runnable().map_err(contract_err)?;

@@ -8,14 +8,13 @@
 //! see `mpox_e2e::shared`) when present (latency does not depend on the weight values, so random
 //! weights give the same timing elsewhere).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use image::{DynamicImage, ImageFormat};
-use mpox_e2e::{encode, export, photo, proc_status_mib, random_network, shared, workspace_root};
+use mpox_e2e::{bench_models, encode, photo, proc_status_mib, workspace_root};
 use mpox_sdk::{Screener, ScreenerOptions};
-use mpox_trainer::models::{Arch, Network};
 use tract_onnx::prelude::*;
 
 const RUNS: usize = 50;
@@ -131,34 +130,7 @@ fn main() {
         measure(Path::new(&args[i + 1]), views);
         return;
     }
-    let dir = workspace_root().join("target").join("bench-models");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut models: Vec<(String, PathBuf)> = Vec::new();
-    let mobilenet = random_network(Arch::MobileNetV2 { width: 1.0 }, 2, 1);
-    let mut label = "MobileNetV2-1.0 (random weights)".to_string();
-    if let Some(shared) = shared() {
-        let net = Network::new(
-            Arch::MobileNetV2 { width: 1.0 },
-            2,
-            1,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
-        net.load_weights(&shared.join("weights/mobilenet_v2_imagenet_features.safetensors"))
-            .unwrap();
-        let path = dir.join("mobilenet_v2.onnx");
-        std::fs::write(&path, export(&net, 224)).unwrap();
-        label = "MobileNetV2-1.0 (ImageNet weights)".into();
-        models.push((label.clone(), path));
-    } else {
-        let path = dir.join("mobilenet_v2.onnx");
-        std::fs::write(&path, export(&mobilenet, 224)).unwrap();
-        models.push((label.clone(), path));
-    }
-    let resnet = random_network(Arch::ResNet18, 2, 2);
-    let path = dir.join("resnet18.onnx");
-    std::fs::write(&path, export(&resnet, 224)).unwrap();
-    models.push(("ResNet-18 (random weights)".into(), path));
+    let models = bench_models();
 
     let me = std::env::current_exe().unwrap();
     let ort_script = workspace_root().join("scripts/ort_bench.py");

@@ -185,3 +185,39 @@ pub fn assert_identical_safetensors(a: &Path, b: &Path) {
         assert_eq!(max_abs_diff(t, other), 0.0, "{name} differs");
     }
 }
+
+/// The two networks the SDK benchmarks measure, exported at 224 px under `target/bench-models/`:
+/// MobileNetV2-1.0 (with the ImageNet weights of the shared data folder when present; timing does
+/// not depend on the weight values, so random weights measure the same elsewhere) and ResNet-18
+/// with random weights. Returns (label, path) pairs.
+pub fn bench_models() -> Vec<(String, PathBuf)> {
+    let dir = workspace_root().join("target").join("bench-models");
+    std::fs::create_dir_all(&dir).expect("create target/bench-models");
+    let mobilenet = Arch::MobileNetV2 { width: 1.0 };
+    let (net, label) = match shared() {
+        Some(shared) => {
+            let net = Network::new(mobilenet, 2, 1, &Device::Cpu).expect("MobileNetV2");
+            net.load_weights(&shared.join("weights/mobilenet_v2_imagenet_features.safetensors"))
+                .expect("ImageNet weights");
+            (net, "MobileNetV2-1.0 (ImageNet weights)")
+        }
+        None => (
+            random_network(mobilenet, 2, 1),
+            "MobileNetV2-1.0 (random weights)",
+        ),
+    };
+    let mut models = Vec::new();
+    for (label, net, file) in [
+        (label, net, "mobilenet_v2.onnx"),
+        (
+            "ResNet-18 (random weights)",
+            random_network(Arch::ResNet18, 2, 2),
+            "resnet18.onnx",
+        ),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, export(&net, 224)).expect("write a bench model");
+        models.push((label.to_string(), path));
+    }
+    models
+}

@@ -1,0 +1,72 @@
+//! The row kernel for aarch64 Advanced SIMD: four outputs per vector, four vectors in flight so
+//! the multiply-add chains overlap.
+
+use std::arch::aarch64::*;
+
+/// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])`.
+///
+/// # Safety
+/// The CPU must support NEON (every aarch64 CPU the SDK targets does), and every tap row must
+/// hold at least `out.len().next_multiple_of(8)` values (the last vector reads whole; only its
+/// store is cut).
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn row(
+    taps: &[&[f32]; 9],
+    w: &[f32; 9],
+    bias: f32,
+    relu6: bool,
+    out: &mut [f32],
+) {
+    let n = out.len();
+    // Plain loops, no closures: a closure would not inherit this function's target features.
+    let mut t = [std::ptr::null::<f32>(); 9];
+    let mut wv = [vdupq_n_f32(0.0); 9];
+    for k in 0..9 {
+        t[k] = taps[k].as_ptr();
+        wv[k] = vdupq_n_f32(w[k]);
+    }
+    let b = vdupq_n_f32(bias);
+    let (lo, hi) = (vdupq_n_f32(0.0), vdupq_n_f32(6.0));
+    // A macro, not a closure, for the same reason; NaN passes through when there is no ReLU6.
+    macro_rules! act {
+        ($v:expr) => {
+            if relu6 {
+                vminq_f32(vmaxq_f32($v, lo), hi)
+            } else {
+                $v
+            }
+        };
+    }
+    let o = out.as_mut_ptr();
+    let mut x = 0;
+    while x + 16 <= n {
+        let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
+        for k in 0..9 {
+            let p = t[k].add(x);
+            a0 = vfmaq_f32(a0, wv[k], vld1q_f32(p));
+            a1 = vfmaq_f32(a1, wv[k], vld1q_f32(p.add(4)));
+            a2 = vfmaq_f32(a2, wv[k], vld1q_f32(p.add(8)));
+            a3 = vfmaq_f32(a3, wv[k], vld1q_f32(p.add(12)));
+        }
+        vst1q_f32(o.add(x), act!(a0));
+        vst1q_f32(o.add(x + 4), act!(a1));
+        vst1q_f32(o.add(x + 8), act!(a2));
+        vst1q_f32(o.add(x + 12), act!(a3));
+        x += 16;
+    }
+    while x < n {
+        let mut a = b;
+        for k in 0..9 {
+            a = vfmaq_f32(a, wv[k], vld1q_f32(t[k].add(x)));
+        }
+        let a = act!(a);
+        if x + 4 <= n {
+            vst1q_f32(o.add(x), a);
+        } else {
+            let mut last = [0f32; 4];
+            vst1q_f32(last.as_mut_ptr(), a);
+            out[x..].copy_from_slice(&last[..n - x]);
+        }
+        x += 4;
+    }
+}

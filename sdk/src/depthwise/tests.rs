@@ -1,0 +1,186 @@
+//! The SDK's depthwise op against tract's own on random shapes, weights and strides, for every
+//! kernel this CPU runs, and the plan rewrite on a small graph.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::{rewrite, Depthwise3x3, Isa};
+
+/// A typed model of one depthwise 3×3 convolution (tract's own op), padding 1.
+fn conv_model(
+    shape: [usize; 4],
+    stride: usize,
+    kernel: &[f32],
+    bias: &[f32],
+) -> TractResult<TypedModel> {
+    let c = shape[1];
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact(shape))?;
+    let k = model.add_const("k", Tensor::from_shape(&[c, 1, 3, 3], kernel)?)?;
+    let b = model.add_const("b", Tensor::from_shape(&[c], bias)?)?;
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![3, 3],
+            padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+            dilations: None,
+            strides: Some(tvec![stride, stride]),
+            input_channels: c,
+            output_channels: c,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: c,
+        q_params: None,
+    };
+    let y = model.wire_node("dw", conv, &[x, k, b])?;
+    model.select_output_outlets(&y)?;
+    Ok(model)
+}
+
+fn run(model: TypedModel, input: &Tensor) -> TractResult<Vec<f32>> {
+    let plan = model.into_runnable()?;
+    let out = plan.run(tvec!(input.clone().into()))?;
+    Ok(out[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+}
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let tol = 1e-5 * (1.0 + y.abs());
+        assert!((x - y).abs() <= tol, "{what}: element {i}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn every_kernel_matches_tracts_depthwise_on_random_shapes() -> TractResult<()> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut cases: Vec<[usize; 4]> = vec![
+        [1, 1, 1, 1],
+        [1, 2, 2, 3],
+        [1, 3, 7, 7],
+        [2, 4, 8, 9],
+        [1, 5, 14, 14],
+        [1, 2, 33, 40],
+        [1, 1, 1, 70],
+    ];
+    for _ in 0..12 {
+        cases.push([
+            rng.random_range(1..3),
+            rng.random_range(1..12),
+            rng.random_range(1..40),
+            rng.random_range(1..72),
+        ]);
+    }
+    for shape in cases {
+        let [n, c, h, w] = shape;
+        let input = random(&mut rng, n * c * h * w);
+        let kernel = random(&mut rng, c * 9);
+        let bias = random(&mut rng, c);
+        let x = Tensor::from_shape(&shape, &input)?;
+        for stride in [1, 2] {
+            let tract = run(
+                conv_model(shape, stride, &kernel, &bias)?.into_optimized()?,
+                &x,
+            )?;
+            for isa in Isa::available() {
+                for relu6 in [false, true] {
+                    let op = Depthwise3x3 { stride, relu6, isa };
+                    let mut ours = vec![f32::NAN; tract.len()];
+                    op.run(&input, (n, c, h, w), &kernel, &bias, &mut ours);
+                    let want: Vec<f32> = if relu6 {
+                        tract.iter().map(|v| v.clamp(0.0, 6.0)).collect()
+                    } else {
+                        tract.clone()
+                    };
+                    assert_close(
+                        &ours,
+                        &want,
+                        &format!("{shape:?} stride {stride} {isa:?} relu6 {relu6}"),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_rewrite_replaces_tracts_op_and_keeps_the_result() -> TractResult<()> {
+    let mut rng = StdRng::seed_from_u64(11);
+    let shape = [1, 6, 17, 23];
+    let input = random(&mut rng, shape.iter().product());
+    let kernel = random(&mut rng, 6 * 9);
+    let bias = random(&mut rng, 6);
+    let x = Tensor::from_shape(&shape, &input)?;
+    for stride in [1, 2] {
+        let model = conv_model(shape, stride, &kernel, &bias)?;
+        let want = run(model.clone().into_optimized()?, &x)?;
+        let mut decluttered = model.into_decluttered()?;
+        assert_eq!(rewrite(&mut decluttered, Isa::detect())?, 1);
+        let optimised = decluttered.into_optimized()?;
+        let ops: Vec<String> = optimised
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        assert!(ops.contains(&"SdkDepthwise3x3".to_string()), "{ops:?}");
+        assert!(!ops.iter().any(|o| o == "DepthWiseConv"), "{ops:?}");
+        assert_close(&run(optimised, &x)?, &want, &format!("stride {stride}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn convolutions_the_op_does_not_compute_are_left_to_tract() -> TractResult<()> {
+    // Stride 3 is not one of the op's strides.
+    let shape = [1, 4, 9, 9];
+    let model = conv_model(shape, 3, &[0.5; 36], &[0.0; 4])?;
+    let mut decluttered = model.into_decluttered()?;
+    assert_eq!(rewrite(&mut decluttered, Isa::detect())?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_relu6_after_the_convolution_is_fused_and_kept_exact() -> TractResult<()> {
+    use tract_onnx::tract_core::ops::math::{max, min};
+    let mut rng = StdRng::seed_from_u64(13);
+    let input: Vec<f32> = random(&mut rng, 600).iter().map(|v| v * 4.0).collect();
+    let kernel = random(&mut rng, 45);
+    let bias = random(&mut rng, 5);
+    let mut model = conv_model([1, 5, 12, 10], 1, &kernel, &bias)?;
+    let conv = model.output_outlets()?[0];
+    let zero = model.add_const("zero", tensor4(&[[[[0f32]]]]))?;
+    let six = model.add_const("six", tensor4(&[[[[6f32]]]]))?;
+    let clamped_low = model.wire_node("relu6.max", max(), &[conv, zero])?;
+    let clamped = model.wire_node("relu6.min", min(), &[clamped_low[0], six])?;
+    model.select_output_outlets(&clamped)?;
+    let mut decluttered = model.into_decluttered()?;
+    // Declutter drops the batch axis of one: the op then reads CHW.
+    let x4 = Tensor::from_shape(&[1, 5, 12, 10], &input)?;
+    let want = run(decluttered.clone().into_optimized()?, &x4)?;
+    assert!(want.contains(&6.0) && want.contains(&0.0));
+    assert_eq!(rewrite(&mut decluttered, Isa::detect())?, 1);
+    let ops: Vec<String> = decluttered
+        .nodes()
+        .iter()
+        .map(|n| format!("{:?}", n.op))
+        .collect();
+    assert!(ops.iter().any(|o| o.contains("relu6: true")), "{ops:?}");
+    assert!(
+        !ops.iter().any(|o| o.contains("Max") || o.contains("Min")),
+        "{ops:?}"
+    );
+    assert_close(
+        &run(decluttered.into_optimized()?, &x4)?,
+        &want,
+        "relu6 fused",
+    );
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! The plan the SDK runs: MobileNetV2's depthwise convolutions go through the SDK's own op (with
+//! their ReLU6 fused), and `Screener::profile` accounts for the nodes of that plan.
+
+use mpox_e2e::{photo, tiny_model};
+use mpox_sdk::{Error, Screener, ScreenerOptions};
+
+const SIZE: u32 = 96;
+
+#[test]
+fn mobilenet_depthwise_convolutions_run_the_sdks_op() {
+    let screener = Screener::from_bytes(&tiny_model(SIZE), ScreenerOptions::default()).unwrap();
+    let input = screener
+        .info()
+        .meta
+        .preprocessing
+        .views_tensor(&photo(3, true, SIZE), 1)
+        .unwrap();
+    let nodes = screener.profile(&input, 2).unwrap();
+    let count = |op: &str| nodes.iter().filter(|n| n.op == op).count();
+    // MobileNetV2 has 17 depthwise 3×3 convolutions, every one followed by a ReLU6.
+    assert_eq!(count("SdkDepthwise3x3"), 17, "{nodes:#?}");
+    assert_eq!(count("DepthWiseConv"), 0);
+    // Only the stem's ReLU6 remains as a separate clamp.
+    assert!(count("OptBinChain(Max+Min)") <= 1, "{nodes:#?}");
+    assert!(nodes.iter().all(|n| n.ms >= 0.0));
+    assert!(nodes.iter().map(|n| n.ms).sum::<f64>() > 0.0);
+    let dw_fmas: u64 = nodes
+        .iter()
+        .filter(|n| n.op == "SdkDepthwise3x3")
+        .map(|n| n.fmas)
+        .sum();
+    // The stem halves 96 px to 48, so the first depthwise layer alone does 48·48·16·9 (width
+    // 0.35 rounds its 32 channels to 16).
+    assert!(dw_fmas >= 48 * 48 * 16 * 9, "{dw_fmas}");
+}
+
+#[test]
+fn profile_refuses_a_wrong_input_length() {
+    let screener = Screener::from_bytes(&tiny_model(SIZE), ScreenerOptions::default()).unwrap();
+    let err = screener.profile(&[0.0; 10], 1).unwrap_err();
+    assert!(matches!(err, Error::Inference { .. }), "{err:?}");
+}
