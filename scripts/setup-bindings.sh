@@ -19,6 +19,10 @@ command -v strip >/dev/null 2>&1 || need+=(binutils)
 # clang + llvm-ar assemble tract's arm64 kernels for the Android/iOS staticlib checks.
 command -v clang >/dev/null 2>&1 || need+=(clang)
 command -v llvm-ar >/dev/null 2>&1 || need+=(llvm)
+# qemu-user and the aarch64 cross gcc (linker, C library) run the SDK's tests on Arm
+# (scripts/test-arm.sh).
+command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup-bindings: apt-get install ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -38,9 +42,9 @@ if [ ! -x "$kotlinc" ]; then
     chmod +x .tools/kotlin/node_modules/kotlin-compiler/bin/* 2>/dev/null || true
 fi
 
-# Rust targets for the mobile staticlib checks.
+# Rust targets for the mobile staticlib checks and the Arm tests.
 installed=$(rustup target list --installed)
-for t in aarch64-linux-android aarch64-apple-ios; do
+for t in aarch64-linux-android aarch64-apple-ios aarch64-unknown-linux-gnu; do
     grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
 

@@ -16,8 +16,8 @@
 
 pub mod contract;
 pub mod decode;
-pub mod depthwise;
 mod error;
+pub mod ops;
 pub mod preprocess;
 pub mod profile;
 pub mod quality;

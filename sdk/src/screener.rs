@@ -11,8 +11,8 @@ use tract_onnx::prelude::*;
 
 use crate::contract::{self, ModelMeta};
 use crate::decode::{self, Limits};
-use crate::depthwise;
 use crate::error::{Error, Result};
+use crate::ops;
 use crate::preprocess::{is_view_count, VIEW_COUNTS};
 use crate::profile::{self, NodeTime};
 use crate::quality::{self, QualityThresholds, QualityWarning};
@@ -446,7 +446,7 @@ fn load(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Loaded> {
         .into_typed()
         .and_then(|m| m.into_decluttered())
         .map_err(contract_err)?;
-    depthwise::rewrite(&mut model, depthwise::Isa::detect()).map_err(contract_err)?;
+    ops::rewrite(&mut model, ops::Isa::detect()).map_err(contract_err)?;
     let model = model.into_optimized().map_err(contract_err)?;
     let cam_size = contract::check_outputs(&model, &meta, logits_ix, cam_ix)?;
     let plan = model.into_runnable().map_err(contract_err)?;

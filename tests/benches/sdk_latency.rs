@@ -13,12 +13,17 @@ use std::process::Command;
 use std::time::Instant;
 
 use image::{DynamicImage, ImageFormat};
-use mpox_e2e::{bench_models, encode, photo, proc_status_mib, workspace_root};
+use mpox_e2e::{bench_models, camera_jpeg, encode, photo, proc_status_mib, workspace_root};
 use mpox_sdk::{Screener, ScreenerOptions};
 use tract_onnx::prelude::*;
 
 const RUNS: usize = 50;
 const WARMUP: usize = 5;
+/// Screenings of the 12-megapixel camera JPEG.
+const CAMERA_RUNS: usize = 10;
+/// SDK and onnxruntime measurements alternate this many times; each keeps its best median, so a
+/// burst of load from elsewhere on the machine does not decide the ratio.
+const ROUNDS: usize = 3;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -34,9 +39,17 @@ fn measure(model: &Path, views: Option<u32>) {
         views,
         ..Default::default()
     };
+    let png = encode(
+        &DynamicImage::ImageRgb8(photo(1, true, 224)),
+        ImageFormat::Png,
+    );
+    let camera = camera_jpeg();
+    // What an app waits for after a cold start: the model loaded and the first photo screened.
     let t = Instant::now();
     let screener = Screener::from_path(model, options.clone()).unwrap();
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    screener.screen(&png).unwrap();
+    let first_result_ms = t.elapsed().as_secs_f64() * 1e3;
     let loads: Vec<f64> = (0..3)
         .map(|_| {
             let t = Instant::now();
@@ -44,10 +57,6 @@ fn measure(model: &Path, views: Option<u32>) {
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    let png = encode(
-        &DynamicImage::ImageRgb8(photo(1, true, 224)),
-        ImageFormat::Png,
-    );
     let input = screener
         .info()
         .meta
@@ -72,6 +81,13 @@ fn measure(model: &Path, views: Option<u32>) {
     let infer = time(&|| {
         screener.infer_views(&input).unwrap();
     });
+    let camera_ms: Vec<f64> = (0..CAMERA_RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            screener.screen(&camera).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
     // Read before the batched plan below adds its own memory.
     let peak_rss = proc_status_mib("VmHWM");
     let n = screener.views() as usize;
@@ -100,6 +116,8 @@ fn measure(model: &Path, views: Option<u32>) {
         "{}",
         serde_json::json!({
             "first_load_ms": load_ms,
+            "first_result_ms": first_result_ms,
+            "camera_ms": median(camera_ms),
             "load_ms": median(loads),
             "screen_ms": median(screen),
             "infer_ms": median(infer),
@@ -134,24 +152,39 @@ fn main() {
 
     let me = std::env::current_exe().unwrap();
     let ort_script = workspace_root().join("scripts/ort_bench.py");
-    println!("| model, 224 px, 1 thread | file MiB | SDK load ms | SDK `screen()` ms | SDK inference only ms | onnxruntime `run` ms | tract / onnxruntime | SDK peak RSS MiB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| model, 224 px, 1 thread | file MiB | SDK load ms | first result ms | SDK `screen()` ms | 12 MP camera JPEG `screen()` ms | SDK inference only ms | onnxruntime `run` ms | SDK / onnxruntime | SDK peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (label, path) in &models {
         let size = std::fs::metadata(path).unwrap().len() as f64 / (1024.0 * 1024.0);
-        let sdk = run_json(Command::new(&me).arg("--child").arg(path)).expect("SDK measurement");
-        let ort = run_json(
-            Command::new("python3")
-                .arg(&ort_script)
-                .arg(path)
-                .arg("--runs")
-                .arg(RUNS.to_string()),
-        );
+        let (mut sdk, mut ort): (Option<serde_json::Value>, Option<serde_json::Value>) =
+            (None, None);
+        let best =
+            |a: Option<serde_json::Value>, b: Option<serde_json::Value>, key: &str| match (a, b) {
+                (Some(a), Some(b)) if b[key].as_f64() < a[key].as_f64() => Some(b),
+                (Some(a), _) => Some(a),
+                (None, b) => b,
+            };
+        for _ in 0..ROUNDS {
+            let s = run_json(Command::new(&me).arg("--child").arg(path)).expect("SDK measurement");
+            sdk = best(sdk, Some(s), "infer_ms");
+            let o = run_json(
+                Command::new("python3")
+                    .arg(&ort_script)
+                    .arg(path)
+                    .arg("--runs")
+                    .arg(RUNS.to_string()),
+            );
+            ort = best(ort, o, "median_ms");
+        }
+        let sdk = sdk.expect("SDK measurement");
         let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let ort_ms = ort.as_ref().map_or(f64::NAN, |o| f(o, "median_ms"));
         println!(
-            "| {label} | {size:.1} | {:.0} | {:.1} | {:.1} | {} | {} | {:.0} |",
+            "| {label} | {size:.1} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {} | {} | {:.0} |",
             f(&sdk, "load_ms"),
+            f(&sdk, "first_result_ms"),
             f(&sdk, "screen_ms"),
+            f(&sdk, "camera_ms"),
             f(&sdk, "infer_ms"),
             if ort_ms.is_nan() {
                 "n/a (no onnxruntime)".into()
@@ -166,7 +199,7 @@ fn main() {
             f(&sdk, "peak_rss_mib"),
         );
     }
-    println!("\nmedian of {RUNS} runs after {WARMUP} warm-up runs; `screen()` includes PNG decoding, quality checks and preprocessing of a 224×224 photo; onnxruntime {} with intra_op_num_threads=1.",
+    println!("\nmedian of {RUNS} runs after {WARMUP} warm-up runs (the 12 MP JPEG: {CAMERA_RUNS} runs), the best of {ROUNDS} alternating SDK and onnxruntime rounds; first result: a cold load plus the first `screen()` of a 224×224 PNG; `screen()` includes decoding, quality checks and preprocessing; the camera JPEG is 4000×3000, quality 85, EXIF orientation 6; onnxruntime {} with intra_op_num_threads=1.",
         run_json(Command::new("python3").arg("-c").arg("import onnxruntime,json;print(json.dumps({'v':onnxruntime.__version__}))"))
             .map_or("n/a".to_string(), |v| v["v"].as_str().unwrap_or("?").to_string()));
 

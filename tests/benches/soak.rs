@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, RgbImage};
-use mpox_e2e::{encode, export, jpeg, photo, proc_status_mib, random_network, workspace_root};
+use mpox_e2e::{
+    camera_jpeg, encode, export, jpeg, photo, proc_status_mib, random_network, workspace_root,
+};
 use mpox_sdk::{Screener, ScreenerOptions, Screening};
 use mpox_trainer::models::Arch;
 
@@ -59,14 +61,7 @@ fn inputs() -> Vec<(&'static str, String, Vec<u8>)> {
             encode(&DynamicImage::ImageRgb8(img), format),
         ));
     }
-    // A phone camera's 12-megapixel photo (4000 × 3000), upscaled from a synthetic one.
-    let big = image::imageops::resize(
-        &photo(42, true, 500),
-        4000,
-        3000,
-        image::imageops::FilterType::Triangle,
-    );
-    v.push(("huge", "12 MP jpeg".into(), jpeg(&big, 85)));
+    v.push(("huge", "12 MP camera jpeg".into(), camera_jpeg()));
     let good = jpeg(&photo(7, true, 256), 90);
     v.push(("hostile", "empty".into(), Vec::new()));
     v.push((

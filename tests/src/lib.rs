@@ -221,3 +221,15 @@ pub fn bench_models() -> Vec<(String, PathBuf)> {
     }
     models
 }
+
+/// A phone camera's 12-megapixel photo (4000 × 3000, upscaled from a synthetic one) as a camera
+/// app stores it: JPEG quality 85 with an EXIF orientation of 6 (turn 90° to view upright).
+pub fn camera_jpeg() -> Vec<u8> {
+    let big = image::imageops::resize(
+        &photo(42, true, 500),
+        4000,
+        3000,
+        image::imageops::FilterType::Triangle,
+    );
+    with_exif_orientation(&jpeg(&big, 85), 6)
+}

@@ -1,8 +1,10 @@
-//! The plan the SDK runs: MobileNetV2's depthwise convolutions go through the SDK's own op (with
-//! their ReLU6 fused), and `Screener::profile` accounts for the nodes of that plan.
+//! The plan the SDK runs: MobileNetV2's depthwise convolutions (with their ReLU6 fused) and
+//! ResNet-18's max pool go through the SDK's own ops, and `Screener::profile` accounts for the
+//! nodes of that plan.
 
-use mpox_e2e::{photo, tiny_model};
+use mpox_e2e::{export, photo, random_network, tiny_model};
 use mpox_sdk::{Error, Screener, ScreenerOptions};
+use mpox_trainer::models::Arch;
 
 const SIZE: u32 = 96;
 
@@ -39,4 +41,19 @@ fn profile_refuses_a_wrong_input_length() {
     let screener = Screener::from_bytes(&tiny_model(SIZE), ScreenerOptions::default()).unwrap();
     let err = screener.profile(&[0.0; 10], 1).unwrap_err();
     assert!(matches!(err, Error::Inference { .. }), "{err:?}");
+}
+
+#[test]
+fn resnet_max_pool_runs_the_sdks_op() {
+    let bytes = export(&random_network(Arch::ResNet18, 2, 5), 64);
+    let screener = Screener::from_bytes(&bytes, ScreenerOptions::default()).unwrap();
+    let input = vec![0.25f32; screener.info().meta.preprocessing.tensor_len()];
+    let nodes = screener.profile(&input, 1).unwrap();
+    let ops: Vec<&str> = nodes.iter().map(|n| n.op.as_str()).collect();
+    assert_eq!(
+        ops.iter().filter(|&&o| o == "SdkMaxPool3x3").count(),
+        1,
+        "{ops:?}"
+    );
+    assert!(!ops.contains(&"OptMaxPool"), "{ops:?}");
 }

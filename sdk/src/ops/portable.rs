@@ -16,3 +16,14 @@ pub(super) fn row(taps: &[&[f32]; 9], w: &[f32; 9], bias: f32, relu6: bool, out:
         }
     }
 }
+
+/// `out[x] = max_k taps[k][x]`.
+pub(super) fn max_row(taps: &[&[f32]; 9], out: &mut [f32]) {
+    let n = out.len();
+    out.copy_from_slice(&taps[0][..n]);
+    for t in &taps[1..] {
+        for (o, &v) in out.iter_mut().zip(&t[..n]) {
+            *o = o.max(v);
+        }
+    }
+}

@@ -70,3 +70,32 @@ pub(super) unsafe fn row(
         x += 4;
     }
 }
+
+/// `out[x] = max_k taps[k][x]`.
+///
+/// # Safety
+/// As for [`row`].
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn max_row(taps: &[&[f32]; 9], out: &mut [f32]) {
+    let n = out.len();
+    let mut t = [std::ptr::null::<f32>(); 9];
+    for k in 0..9 {
+        t[k] = taps[k].as_ptr();
+    }
+    let o = out.as_mut_ptr();
+    let mut x = 0;
+    while x < n {
+        let mut a = vld1q_f32(t[0].add(x));
+        for tk in &t[1..] {
+            a = vmaxq_f32(a, vld1q_f32(tk.add(x)));
+        }
+        if x + 4 <= n {
+            vst1q_f32(o.add(x), a);
+        } else {
+            let mut last = [0f32; 4];
+            vst1q_f32(last.as_mut_ptr(), a);
+            out[x..].copy_from_slice(&last[..n - x]);
+        }
+        x += 4;
+    }
+}

@@ -1,11 +1,12 @@
-//! The SDK's own depthwise 3×3 convolution: the op that replaces tract's generic `DepthWiseConv`
-//! in a loaded plan, with bias and an optional ReLU6 fused, and its SIMD row kernels.
+//! The SDK's own ops over 3×3 windows, which replace tract's generic ones in a loaded plan: the
+//! depthwise convolution (bias and an optional ReLU6 fused) and the max pool, with their SIMD row
+//! kernels.
 //!
-//! MobileNetV2 spends most of its time in its 17 depthwise convolutions when tract runs them
-//! (`cargo bench -p mpox-e2e --bench sdk_profile`, docs/results.md). Each output row is a sum of
-//! nine shifted input rows; the op copies a channel once into a zero-bordered plane (split into
-//! even and odd columns for stride 2), so every tap becomes one contiguous row and the kernels
-//! below are a plain multiply-add over rows, vectorised across the row.
+//! MobileNetV2 spent 46 % of its time in tract's depthwise convolutions and ResNet-18 6 % in
+//! tract's max pool (`cargo bench -p mpox-e2e --bench sdk_profile`, docs/results.md). Both ops
+//! copy a channel once into bordered planes laid out so that each of the nine taps of every
+//! output point is one contiguous slice; the kernels below are then a plain multiply-add (or
+//! max) over nine slices, vectorised along them.
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -16,7 +17,7 @@ mod x86;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Values every tap row can be read to, past the output row's length rounded up to this: the
@@ -74,6 +75,20 @@ impl Isa {
             Isa::Neon => unsafe { neon::row(taps, w, bias, relu6, out) },
         }
     }
+
+    /// `out[x] = max_k taps[k][x]` for every `x` of `out`.
+    fn max_row(self, taps: &[&[f32]; 9], out: &mut [f32]) {
+        let readable = out.len().next_multiple_of(LANES);
+        assert!(taps.iter().all(|t| t.len() >= readable));
+        match self {
+            Isa::Portable => portable::max_row(taps, out),
+            // SAFETY: `detect` chose this kernel only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => unsafe { x86::max_row(taps, out) },
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { neon::max_row(taps, out) },
+        }
+    }
 }
 
 /// Depthwise 3×3 convolution of an NCHW (or CHW) tensor, padding 1 on every side, stride 1 or 2, with its
@@ -92,7 +107,7 @@ pub struct Depthwise3x3 {
 impl Depthwise3x3 {
     /// Output height or width for an input one.
     pub fn out_len(&self, len: usize) -> usize {
-        (len + 2 - 3) / self.stride + 1
+        out_len(self.stride, len)
     }
 
     /// Runs the op on plain slices: `input` is `[n, c, h, w]`, `kernel` `[c, 9]`, `bias` `[c]`,
@@ -100,37 +115,82 @@ impl Depthwise3x3 {
     pub fn run(
         &self,
         input: &[f32],
-        (n, c, h, w): (usize, usize, usize, usize),
+        dims: (usize, usize, usize, usize),
         kernel: &[f32],
         bias: &[f32],
         out: &mut [f32],
     ) {
-        let (ho, wo) = (self.out_len(h), self.out_len(w));
-        assert!(input.len() == n * c * h * w && out.len() == n * c * ho * wo);
+        let c = dims.1;
         assert!(kernel.len() == c * 9 && bias.len() == c);
-        if ho * wo == 0 {
-            return;
-        }
-        let mut planes = Planes::new(self.stride, h, w, ho, wo);
-        for (plane, (img, dst)) in input
-            .chunks_exact(h * w)
-            .zip(out.chunks_exact_mut(ho * wo))
-            .enumerate()
-        {
-            let ch = plane % c;
+        each_channel(self.stride, 0.0, input, dims, out, |ch, taps, long| {
             let wk: &[f32; 9] = kernel[ch * 9..ch * 9 + 9].try_into().expect("9 taps");
-            planes.fill(img);
-            let pitch = planes.pitch;
-            let (taps, long) = planes.taps_and_output();
-            self.isa.row(&taps, wk, bias[ch], self.relu6, long);
-            for (oy, row) in dst.chunks_exact_mut(wo).enumerate() {
-                row.copy_from_slice(&long[oy * pitch..][..wo]);
-            }
+            self.isa.row(taps, wk, bias[ch], self.relu6, long);
+        });
+    }
+}
+
+/// Output height or width of a 3×3 window with padding 1 for an input one.
+fn out_len(stride: usize, len: usize) -> usize {
+    (len + 2 - 3) / stride + 1
+}
+
+/// Runs `f(channel, taps, long_row)` for every plane of `input` (`[n, c, h, w]`) and copies the
+/// long row it fills into the plane's place in `out` (`[n, c, ho, wo]`); `border` is the value
+/// of the padding.
+fn each_channel(
+    stride: usize,
+    border: f32,
+    input: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    out: &mut [f32],
+    mut f: impl FnMut(usize, &[&[f32]; 9], &mut [f32]),
+) {
+    let (ho, wo) = (out_len(stride, h), out_len(stride, w));
+    assert!(input.len() == n * c * h * w && out.len() == n * c * ho * wo);
+    if ho * wo == 0 {
+        return;
+    }
+    let mut planes = Planes::new(stride, border, h, w, ho, wo);
+    for (plane, (img, dst)) in input
+        .chunks_exact(h * w)
+        .zip(out.chunks_exact_mut(ho * wo))
+        .enumerate()
+    {
+        planes.fill(img);
+        let pitch = planes.pitch;
+        let (taps, long) = planes.taps_and_output();
+        f(plane % c, &taps, long);
+        for (oy, row) in dst.chunks_exact_mut(wo).enumerate() {
+            row.copy_from_slice(&long[oy * pitch..][..wo]);
         }
     }
 }
 
-/// One channel copied into zero-bordered planes laid out so that the whole output channel is
+/// Max pool 3×3 of an NCHW (or CHW) tensor, padding 1 on every side (padding never wins),
+/// stride 1 or 2. Input: the image.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MaxPool3x3 {
+    /// 1 or 2, along both axes.
+    pub stride: usize,
+    /// The row kernel.
+    pub isa: Isa,
+}
+
+impl MaxPool3x3 {
+    /// Runs the op on plain slices: `input` is `[n, c, h, w]`, `out` `[n, c, ho, wo]`.
+    pub fn run(&self, input: &[f32], dims: (usize, usize, usize, usize), out: &mut [f32]) {
+        each_channel(
+            self.stride,
+            f32::NEG_INFINITY,
+            input,
+            dims,
+            out,
+            |_, taps, long| self.isa.max_row(taps, long),
+        );
+    }
+}
+
+/// One channel copied into bordered planes laid out so that the whole output channel is
 /// one long row of a multiply-add over nine slices (the kernels' per-call cost is paid once per
 /// channel, not per output row, which matters on 7×7 and 14×14 maps).
 ///
@@ -152,7 +212,7 @@ struct Planes {
 }
 
 impl Planes {
-    fn new(stride: usize, h: usize, w: usize, ho: usize, wo: usize) -> Planes {
+    fn new(stride: usize, border: f32, h: usize, w: usize, ho: usize, wo: usize) -> Planes {
         let (pitch, rows, count) = if stride == 1 {
             (w + 2, h + 2, 1)
         } else {
@@ -165,12 +225,12 @@ impl Planes {
             h,
             w,
             pitch,
-            planes: vec![vec![0.0; len]; count],
+            planes: vec![vec![border; len]; count],
             long: vec![0.0; (ho - 1) * pitch + wo],
         }
     }
 
-    /// Copies one `h × w` channel in; the borders stay zero.
+    /// Copies one `h × w` channel in; the borders keep their value.
     fn fill(&mut self, img: &[f32]) {
         let p = self.pitch;
         for (y, src) in img.chunks_exact(self.w).enumerate().take(self.h) {
@@ -215,6 +275,50 @@ impl Planes {
     }
 }
 
+/// `(n, c, h, w)` of an NCHW or CHW shape.
+fn nchw(op: &str, shape: &[usize]) -> TractResult<(usize, usize, usize, usize)> {
+    match *shape {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        [c, h, w] => Ok((1, c, h, w)),
+        ref other => bail!("{op} takes NCHW or CHW input, got {other:?}"),
+    }
+}
+
+/// Evaluates a 3×3 window op: an output of the input's rank with the last two axes resized for
+/// `stride`, filled by `run(input, dims, out)`.
+fn eval_window(
+    op: &str,
+    stride: usize,
+    img: &Tensor,
+    run: impl FnOnce(&[f32], (usize, usize, usize, usize), &mut [f32]),
+) -> TractResult<TVec<TValue>> {
+    let dims = nchw(op, img.shape())?;
+    let mut shape: TVec<usize> = img.shape().into();
+    let r = shape.len();
+    shape[r - 2] = out_len(stride, dims.2);
+    shape[r - 1] = out_len(stride, dims.3);
+    // SAFETY: `each_channel` writes every element of the output.
+    let mut out = unsafe { Tensor::uninitialized::<f32>(&shape)? };
+    run(
+        img.try_as_plain_ram()?.as_slice::<f32>()?,
+        dims,
+        out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+    );
+    Ok(tvec!(out.into_tvalue()))
+}
+
+/// The output fact of a 3×3 window op.
+fn window_fact(op: &str, stride: usize, input: &TypedFact) -> TractResult<TVec<TypedFact>> {
+    let mut shape = input.shape.clone();
+    let r = shape.rank();
+    ensure!(r == 3 || r == 4, "{op} takes NCHW or CHW input");
+    for axis in [r - 2, r - 1] {
+        let len = out_len(stride, shape[axis].to_usize()?);
+        shape.set(axis, len.into());
+    }
+    Ok(tvec!(f32::fact(shape)))
+}
+
 impl Op for Depthwise3x3 {
     fn name(&self) -> StaticName {
         "SdkDepthwise3x3".into()
@@ -239,39 +343,19 @@ impl EvalOp for Depthwise3x3 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (img, kernel, bias) = args_3!(inputs);
-        let (n, c, h, w) = match *img.shape() {
-            [n, c, h, w] => (n, c, h, w),
-            [c, h, w] => (1, c, h, w),
-            ref other => bail!("SdkDepthwise3x3 takes NCHW or CHW input, got {other:?}"),
-        };
+        let c = nchw("SdkDepthwise3x3", img.shape())?.1;
         ensure!(kernel.len() == c * 9 && bias.len() == c);
-        let mut shape: TVec<usize> = img.shape().into();
-        let r = shape.len();
-        shape[r - 2] = self.out_len(h);
-        shape[r - 1] = self.out_len(w);
-        // SAFETY: `run` writes every element of the output.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&shape)? };
-        self.run(
-            img.try_as_plain_ram()?.as_slice::<f32>()?,
-            (n, c, h, w),
-            kernel.try_as_plain_ram()?.as_slice::<f32>()?,
-            bias.try_as_plain_ram()?.as_slice::<f32>()?,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
-        Ok(tvec!(out.into_tvalue()))
+        let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+        eval_window("SdkDepthwise3x3", self.stride, &img, |x, dims, out| {
+            self.run(x, dims, kernel, bias, out)
+        })
     }
 }
 
 impl TypedOp for Depthwise3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let mut shape = inputs[0].shape.clone();
-        let r = shape.rank();
-        ensure!(r == 3 || r == 4, "SdkDepthwise3x3 takes NCHW or CHW input");
-        for axis in [r - 2, r - 1] {
-            let len = self.out_len(shape[axis].to_usize()?);
-            shape.set(axis, len.into());
-        }
-        Ok(tvec!(f32::fact(shape)))
+        window_fact("SdkDepthwise3x3", self.stride, inputs[0])
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -285,26 +369,78 @@ impl TypedOp for Depthwise3x3 {
     as_op!();
 }
 
-/// Replaces, in a decluttered model, every depthwise 3×3 f32 convolution that the SDK's op
-/// computes (NCHW or CHW, padding 1, stride 1 or 2, no dilation, constant kernel and bias) by
-/// [`Depthwise3x3`] running `isa`, fusing a ReLU6 that follows it alone. Returns how many it
-/// replaced.
+impl Op for MaxPool3x3 {
+    fn name(&self) -> StaticName {
+        "SdkMaxPool3x3".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("stride {}, {:?}", self.stride, self.isa)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for MaxPool3x3 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let img = args_1!(inputs);
+        eval_window("SdkMaxPool3x3", self.stride, &img, |x, dims, out| {
+            self.run(x, dims, out)
+        })
+    }
+}
+
+impl TypedOp for MaxPool3x3 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        window_fact("SdkMaxPool3x3", self.stride, inputs[0])
+    }
+
+    as_op!();
+}
+
+/// Replaces, in a decluttered model, every f32 depthwise 3×3 convolution and 3×3 max pool that
+/// the SDK's ops compute (NCHW or CHW, padding 1, stride 1 or 2, no dilation; constant kernel
+/// and bias) by [`Depthwise3x3`] and [`MaxPool3x3`] running `isa`, fusing into a convolution a
+/// ReLU6 that follows it alone. Returns how many nodes it replaced.
 pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
+        let name = node.name.clone();
+        if let Some(pool) = node.op_as::<MaxPool>() {
+            let Some(stride) = window_stride(model, node, &pool.pool_spec)? else {
+                continue;
+            };
+            if pool.with_index_outputs.is_some() {
+                continue;
+            }
+            let mut patch = TypedModelPatch::new("sdk-maxpool");
+            let x = patch.tap_model(model, node.inputs[0])?;
+            let out = patch.wire_node(&name, MaxPool3x3 { stride, isa }, &[x])?[0];
+            patch.shunt_outside(model, OutletId::new(id, 0), out)?;
+            patch.apply(model)?;
+            replaced += 1;
+            continue;
+        }
         let Some(conv) = node.op_as::<Conv>() else {
             continue;
         };
-        let Some(stride) = eligible(model, node, conv)? else {
+        let c = conv.pool_spec.input_channels;
+        let depthwise = conv.q_params.is_none()
+            && conv.kernel_fmt == KernelFormat::OIHW
+            && conv.group == c
+            && conv.pool_spec.output_channels == c
+            && node.inputs.len() == 3;
+        let Some(stride) = window_stride(model, node, &conv.pool_spec)? else {
             continue;
         };
         let kernel = model.outlet_fact(node.inputs[1])?.konst.clone();
         let bias = model.outlet_fact(node.inputs[2])?.konst.clone();
-        let (Some(kernel), Some(bias)) = (kernel, bias) else {
+        let (true, Some(kernel), Some(bias)) = (depthwise, kernel, bias) else {
             continue;
         };
-        let c = conv.pool_spec.input_channels;
         let bias = if bias.len() == 1 {
             let b = bias.cast_to_scalar::<f32>()?;
             tensor1(&vec![b; c])
@@ -319,7 +455,6 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
             Some(clip) => (clip, true),
             None => (id, false),
         };
-        let name = node.name.clone();
         let mut patch = TypedModelPatch::new("sdk-depthwise");
         let x = patch.tap_model(model, node.inputs[0])?;
         let k = patch.add_const(format!("{name}.sdk_kernel"), kernel)?;
@@ -334,13 +469,17 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     Ok(replaced)
 }
 
-/// The stride when `conv` is a convolution the SDK's op computes exactly.
-fn eligible(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<usize>> {
-    let spec = &conv.pool_spec;
+/// The stride when `spec` describes a 3×3 window the SDK's ops compute over `node`'s f32 input
+/// (NCHW or CHW, padding 1 on every side, stride 1 or 2, no dilation).
+fn window_stride(
+    model: &TypedModel,
+    node: &TypedNode,
+    spec: &PoolSpec,
+) -> TractResult<Option<usize>> {
     let x = model.outlet_fact(node.inputs[0])?;
     let c = spec.input_channels;
-    let ok = conv.q_params.is_none()
-        && x.datum_type == f32::datum_type()
+    let ones = |v: &TVec<usize>| v.as_slice() == [1, 1];
+    let ok = x.datum_type == f32::datum_type()
         && x.shape
             .as_concrete()
             .is_some_and(|s| match spec.data_format {
@@ -348,16 +487,16 @@ fn eligible(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Op
                 DataFormat::CHW => s.len() == 3 && s[0] == c,
                 _ => false,
             })
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && conv.group == c
-        && spec.output_channels == c
         && spec.kernel_shape.as_slice() == [3, 3]
         && spec
             .dilations
             .as_ref()
             .is_none_or(|d| d.iter().all(|&d| d == 1))
-        && matches!(&spec.padding, PaddingSpec::Explicit(b, a) if b.as_slice() == [1, 1] && a.as_slice() == [1, 1])
-        && node.inputs.len() == 3;
+        && match &spec.padding {
+            PaddingSpec::Explicit(b, a) => ones(b) && ones(a),
+            PaddingSpec::ExplicitOnnxPool(b, a, ceil) => ones(b) && ones(a) && !ceil,
+            _ => false,
+        };
     if !ok {
         return Ok(None);
     }

@@ -1,13 +1,13 @@
-//! The SDK's depthwise op against tract's own on random shapes, weights and strides, for every
-//! kernel this CPU runs, and the plan rewrite on a small graph.
+//! The SDK's depthwise and max-pool ops against tract's own on random shapes, weights and strides,
+//! for every kernel this CPU runs, and the plan rewrite on small graphs.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::{rewrite, Depthwise3x3, Isa};
+use super::{rewrite, Depthwise3x3, Isa, MaxPool3x3};
 
 /// A typed model of one depthwise 3×3 convolution (tract's own op), padding 1.
 fn conv_model(
@@ -182,5 +182,90 @@ fn a_relu6_after_the_convolution_is_fused_and_kept_exact() -> TractResult<()> {
         &want,
         "relu6 fused",
     );
+    Ok(())
+}
+
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_is_the_kernel_on_arm() {
+    // The Arm runs of these tests (scripts/test-arm.sh) must exercise the NEON kernel.
+    assert_eq!(Isa::detect(), Isa::Neon);
+    assert!(Isa::available().contains(&Isa::Neon));
+}
+
+/// A typed model of one 3×3 max pool (tract's own op), padding 1 as ONNX writes it.
+fn pool_model(shape: [usize; 4], stride: usize) -> TractResult<TypedModel> {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact(shape))?;
+    let pool = MaxPool {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![3, 3],
+            padding: PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![1, 1], false),
+            dilations: None,
+            strides: Some(tvec![stride, stride]),
+            input_channels: shape[1],
+            output_channels: shape[1],
+        },
+        with_index_outputs: None,
+    };
+    let y = model.wire_node("pool", pool, &[x])?;
+    model.select_output_outlets(&y)?;
+    Ok(model)
+}
+
+#[test]
+fn every_max_kernel_matches_tracts_max_pool_on_random_shapes() -> TractResult<()> {
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut cases: Vec<[usize; 4]> =
+        vec![[1, 1, 1, 1], [1, 3, 7, 7], [1, 4, 112, 112], [2, 2, 9, 8]];
+    for _ in 0..10 {
+        cases.push([
+            rng.random_range(1..3),
+            rng.random_range(1..8),
+            rng.random_range(1..40),
+            rng.random_range(1..72),
+        ]);
+    }
+    for shape in cases {
+        let [n, c, h, w] = shape;
+        // All negative in one case: the padding must never win.
+        let shift = if c % 2 == 0 { -3.0 } else { 0.0 };
+        let input: Vec<f32> = random(&mut rng, n * c * h * w)
+            .iter()
+            .map(|v| v + shift)
+            .collect();
+        let x = Tensor::from_shape(&shape, &input)?;
+        for stride in [1, 2] {
+            let tract = run(pool_model(shape, stride)?.into_optimized()?, &x)?;
+            for isa in Isa::available() {
+                let mut ours = vec![f32::NAN; tract.len()];
+                MaxPool3x3 { stride, isa }.run(&input, (n, c, h, w), &mut ours);
+                // A maximum is one of the inputs: equal, not just close.
+                assert_eq!(ours, tract, "{shape:?} stride {stride} {isa:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_rewrite_replaces_tracts_max_pool() -> TractResult<()> {
+    let mut rng = StdRng::seed_from_u64(19);
+    let shape = [1, 3, 21, 18];
+    let input = random(&mut rng, shape.iter().product());
+    let x = Tensor::from_shape(&shape, &input)?;
+    let model = pool_model(shape, 2)?;
+    let want = run(model.clone().into_optimized()?, &x)?;
+    let mut decluttered = model.into_decluttered()?;
+    assert_eq!(rewrite(&mut decluttered, Isa::detect())?, 1);
+    let optimised = decluttered.into_optimized()?;
+    let ops: Vec<String> = optimised
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
+    assert!(ops.contains(&"SdkMaxPool3x3".to_string()), "{ops:?}");
+    assert_eq!(run(optimised, &x)?, want);
     Ok(())
 }

@@ -69,3 +69,32 @@ pub(super) unsafe fn row(
         x += 8;
     }
 }
+
+/// `out[x] = max_k taps[k][x]`.
+///
+/// # Safety
+/// As for [`row`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn max_row(taps: &[&[f32]; 9], out: &mut [f32]) {
+    let n = out.len();
+    let mut t = [std::ptr::null::<f32>(); 9];
+    for k in 0..9 {
+        t[k] = taps[k].as_ptr();
+    }
+    let o = out.as_mut_ptr();
+    let mut x = 0;
+    while x < n {
+        let mut a = _mm256_loadu_ps(t[0].add(x));
+        for tk in &t[1..] {
+            a = _mm256_max_ps(a, _mm256_loadu_ps(tk.add(x)));
+        }
+        if x + 8 <= n {
+            _mm256_storeu_ps(o.add(x), a);
+        } else {
+            let mut last = [0f32; 8];
+            _mm256_storeu_ps(last.as_mut_ptr(), a);
+            out[x..].copy_from_slice(&last[..n - x]);
+        }
+        x += 8;
+    }
+}

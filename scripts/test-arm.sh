@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The SDK on Arm, tested rather than assumed: builds mpox-sdk's unit tests (the NEON depthwise
+# kernel against tract's own op among them) and its logits checker for aarch64-unknown-linux-gnu
+# and runs them under qemu-user. The checker compares the SDK's logits on Arm with what the
+# trainer's candle networks computed on this host for the parity tests' networks, to 1e-5
+# relative. Tools (qemu-user, the aarch64 gcc for linking, the Rust target) come from
+# scripts/setup-bindings.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=aarch64-unknown-linux-gnu
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+fixtures=target/arm-fixtures
+rm -rf "$fixtures"
+echo "test-arm: parity fixtures from the host's candle networks"
+cargo run --release -q -p mpox-e2e --example arm_fixtures -- "$fixtures"
+echo "test-arm: mpox-sdk unit tests on $target (qemu)"
+cargo test --release -p mpox-sdk --lib --target "$target"
+echo "test-arm: SDK logits on $target against the host's candle logits (qemu)"
+cargo run --release -q -p mpox-sdk --example check_logits --target "$target" -- "$fixtures"
