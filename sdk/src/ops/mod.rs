@@ -62,10 +62,10 @@ impl Isa {
     }
 
     /// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])` for every `x` of `out`.
-    fn row(self, taps: &[&[f32]; 9], w: &[f32; 9], bias: f32, relu6: bool, out: &mut [f32]) {
+    fn row(self, taps: &[&[f32]], w: &[f32], bias: f32, relu6: bool, out: &mut [f32]) {
         // The SIMD kernels read whole vectors past the row's end (their results are dropped).
         let readable = out.len().next_multiple_of(LANES);
-        assert!(taps.iter().all(|t| t.len() >= readable));
+        assert!(taps.len() == w.len() && taps.iter().all(|t| t.len() >= readable));
         match self {
             Isa::Portable => portable::row(taps, w, bias, relu6, out),
             // SAFETY: `detect` chose this kernel only where the CPU has the features.
@@ -151,17 +151,71 @@ fn each_channel(
         return;
     }
     let mut planes = Planes::new(stride, border, h, w, ho, wo);
+    let mut long = vec![0f32; planes.long_len()];
     for (plane, (img, dst)) in input
         .chunks_exact(h * w)
         .zip(out.chunks_exact_mut(ho * wo))
         .enumerate()
     {
         planes.fill(img);
-        let pitch = planes.pitch;
-        let (taps, long) = planes.taps_and_output();
-        f(plane % c, &taps, long);
-        for (oy, row) in dst.chunks_exact_mut(wo).enumerate() {
-            row.copy_from_slice(&long[oy * pitch..][..wo]);
+        f(plane % c, &planes.taps(), &mut long);
+        planes.scatter(&long, dst);
+    }
+}
+
+/// Largest input channel count [`Conv3x3`] takes: a network's stem reads the three colour
+/// channels; with more, tract's matrix product is the better tool.
+const MAX_DENSE_CHANNELS: usize = 4;
+
+/// Dense 3×3 convolution of an NCHW (or CHW) tensor with at most [`MAX_DENSE_CHANNELS`] input
+/// channels (MobileNetV2's stem), padding 1 on every side, stride 1 or 2, with its bias and
+/// optionally ReLU6 fused. Inputs: the image, the kernel `[C_out, C_in·9]` (OIHW order) and the
+/// bias `[C_out]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Conv3x3 {
+    /// 1 or 2, along both axes.
+    pub stride: usize,
+    /// Clamp the output to [0, 6].
+    pub relu6: bool,
+    /// The row kernel.
+    pub isa: Isa,
+}
+
+impl Conv3x3 {
+    /// Runs the op on plain slices: `input` is `[n, ci, h, w]`, `kernel` `[co, ci·9]`, `bias`
+    /// `[co]`, `out` `[n, co, ho, wo]`.
+    pub fn run(
+        &self,
+        input: &[f32],
+        (n, ci, h, w): (usize, usize, usize, usize),
+        kernel: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+    ) {
+        let co = bias.len();
+        let (ho, wo) = (out_len(self.stride, h), out_len(self.stride, w));
+        assert!(kernel.len() == co * ci * 9 && input.len() == n * ci * h * w);
+        assert!(out.len() == n * co * ho * wo);
+        if ho * wo == 0 || ci == 0 {
+            return;
+        }
+        let mut planes: Vec<Planes> = (0..ci)
+            .map(|_| Planes::new(self.stride, 0.0, h, w, ho, wo))
+            .collect();
+        let mut long = vec![0f32; planes[0].long_len()];
+        for (img, dst) in input
+            .chunks_exact(ci * h * w)
+            .zip(out.chunks_exact_mut(co * ho * wo))
+        {
+            for (plane, channel) in planes.iter_mut().zip(img.chunks_exact(h * w)) {
+                plane.fill(channel);
+            }
+            let taps: Vec<&[f32]> = planes.iter().flat_map(|p| p.taps()).collect();
+            for (o, dst) in dst.chunks_exact_mut(ho * wo).enumerate() {
+                let wk = &kernel[o * ci * 9..(o + 1) * ci * 9];
+                self.isa.row(&taps, wk, bias[o], self.relu6, &mut long);
+                planes[0].scatter(&long, dst);
+            }
         }
     }
 }
@@ -207,8 +261,9 @@ struct Planes {
     /// Stride 1: `[padded]`. Stride 2: `[even rows even cols, even rows odd cols, odd rows
     /// even cols, odd rows odd cols]` of the padded channel.
     planes: Vec<Vec<f32>>,
-    /// The output channel in pitch layout.
-    long: Vec<f32>,
+    /// Output rows and columns.
+    ho: usize,
+    wo: usize,
 }
 
 impl Planes {
@@ -226,7 +281,20 @@ impl Planes {
             w,
             pitch,
             planes: vec![vec![border; len]; count],
-            long: vec![0.0; (ho - 1) * pitch + wo],
+            ho,
+            wo,
+        }
+    }
+
+    /// Length of the long output row: the output channel in pitch layout.
+    fn long_len(&self) -> usize {
+        (self.ho - 1) * self.pitch + self.wo
+    }
+
+    /// Copies the output points of a long row into an `ho × wo` channel.
+    fn scatter(&self, long: &[f32], dst: &mut [f32]) {
+        for (oy, row) in dst.chunks_exact_mut(self.wo).enumerate() {
+            row.copy_from_slice(&long[oy * self.pitch..][..self.wo]);
         }
     }
 
@@ -259,19 +327,18 @@ impl Planes {
     }
 
     /// The nine tap slices in kernel order (row-major 3×3), each running on to the end of its
-    /// plane, and the long output row they fill.
-    fn taps_and_output(&mut self) -> ([&[f32]; 9], &mut [f32]) {
+    /// plane, so the kernels may read whole vectors past the long row's end.
+    fn taps(&self) -> [&[f32]; 9] {
         let p = self.pitch;
         let planes = &self.planes;
-        let taps = if self.stride == 1 {
+        if self.stride == 1 {
             std::array::from_fn(|k| &planes[0][(k / 3) * p + k % 3..])
         } else {
             std::array::from_fn(|k| {
                 let (ky, kx) = (k / 3, k % 3);
                 &planes[2 * (ky % 2) + kx % 2][(ky / 2) * p + kx / 2..]
             })
-        };
-        (taps, &mut self.long)
+        }
     }
 }
 
@@ -285,16 +352,21 @@ fn nchw(op: &str, shape: &[usize]) -> TractResult<(usize, usize, usize, usize)> 
 }
 
 /// Evaluates a 3×3 window op: an output of the input's rank with the last two axes resized for
-/// `stride`, filled by `run(input, dims, out)`.
+/// `stride` (and `channels_out` channels, when it changes them), filled by
+/// `run(input, dims, out)`.
 fn eval_window(
     op: &str,
     stride: usize,
+    channels_out: Option<usize>,
     img: &Tensor,
     run: impl FnOnce(&[f32], (usize, usize, usize, usize), &mut [f32]),
 ) -> TractResult<TVec<TValue>> {
     let dims = nchw(op, img.shape())?;
     let mut shape: TVec<usize> = img.shape().into();
     let r = shape.len();
+    if let Some(c) = channels_out {
+        shape[r - 3] = c;
+    }
     shape[r - 2] = out_len(stride, dims.2);
     shape[r - 1] = out_len(stride, dims.3);
     // SAFETY: `each_channel` writes every element of the output.
@@ -308,10 +380,18 @@ fn eval_window(
 }
 
 /// The output fact of a 3×3 window op.
-fn window_fact(op: &str, stride: usize, input: &TypedFact) -> TractResult<TVec<TypedFact>> {
+fn window_fact(
+    op: &str,
+    stride: usize,
+    channels_out: Option<usize>,
+    input: &TypedFact,
+) -> TractResult<TVec<TypedFact>> {
     let mut shape = input.shape.clone();
     let r = shape.rank();
     ensure!(r == 3 || r == 4, "{op} takes NCHW or CHW input");
+    if let Some(c) = channels_out {
+        shape.set(r - 3, c.into());
+    }
     for axis in [r - 2, r - 1] {
         let len = out_len(stride, shape[axis].to_usize()?);
         shape.set(axis, len.into());
@@ -347,15 +427,19 @@ impl EvalOp for Depthwise3x3 {
         ensure!(kernel.len() == c * 9 && bias.len() == c);
         let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        eval_window("SdkDepthwise3x3", self.stride, &img, |x, dims, out| {
-            self.run(x, dims, kernel, bias, out)
-        })
+        eval_window(
+            "SdkDepthwise3x3",
+            self.stride,
+            None,
+            &img,
+            |x, dims, out| self.run(x, dims, kernel, bias, out),
+        )
     }
 }
 
 impl TypedOp for Depthwise3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        window_fact("SdkDepthwise3x3", self.stride, inputs[0])
+        window_fact("SdkDepthwise3x3", self.stride, None, inputs[0])
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -363,6 +447,60 @@ impl TypedOp for Depthwise3x3 {
         Ok(tvec!((
             Cost::FMA(f32::datum_type()),
             out[0].shape.volume() * 9
+        )))
+    }
+
+    as_op!();
+}
+
+impl Op for Conv3x3 {
+    fn name(&self) -> StaticName {
+        "SdkConv3x3".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "stride {}, relu6 {}, {:?}",
+            self.stride, self.relu6, self.isa
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Conv3x3 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (img, kernel, bias) = args_3!(inputs);
+        let ci = nchw("SdkConv3x3", img.shape())?.1;
+        let co = bias.len();
+        ensure!(kernel.len() == co * ci * 9);
+        let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+        eval_window("SdkConv3x3", self.stride, Some(co), &img, |x, dims, out| {
+            self.run(x, dims, kernel, bias, out)
+        })
+    }
+}
+
+impl TypedOp for Conv3x3 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let co = inputs[2].shape.volume().to_usize()?;
+        window_fact("SdkConv3x3", self.stride, Some(co), inputs[0])
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let out = self.output_facts(inputs)?;
+        let taps =
+            inputs[1].shape.volume().to_usize()? / inputs[2].shape.volume().to_usize()?.max(1);
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            out[0].shape.volume() * taps
         )))
     }
 
@@ -386,7 +524,7 @@ impl EvalOp for MaxPool3x3 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let img = args_1!(inputs);
-        eval_window("SdkMaxPool3x3", self.stride, &img, |x, dims, out| {
+        eval_window("SdkMaxPool3x3", self.stride, None, &img, |x, dims, out| {
             self.run(x, dims, out)
         })
     }
@@ -394,15 +532,16 @@ impl EvalOp for MaxPool3x3 {
 
 impl TypedOp for MaxPool3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        window_fact("SdkMaxPool3x3", self.stride, inputs[0])
+        window_fact("SdkMaxPool3x3", self.stride, None, inputs[0])
     }
 
     as_op!();
 }
 
-/// Replaces, in a decluttered model, every f32 depthwise 3×3 convolution and 3×3 max pool that
-/// the SDK's ops compute (NCHW or CHW, padding 1, stride 1 or 2, no dilation; constant kernel
-/// and bias) by [`Depthwise3x3`] and [`MaxPool3x3`] running `isa`, fusing into a convolution a
+/// Replaces, in a decluttered model, every f32 3×3 depthwise convolution, dense convolution of
+/// at most [`MAX_DENSE_CHANNELS`] input channels, and max pool that the SDK's ops compute (NCHW
+/// or CHW, padding 1, stride 1 or 2, no dilation; constant kernel and bias) by
+/// [`Depthwise3x3`], [`Conv3x3`] and [`MaxPool3x3`] running `isa`, fusing into a convolution a
 /// ReLU6 that follows it alone. Returns how many nodes it replaced.
 pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     let mut replaced = 0;
@@ -427,40 +566,48 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
         let Some(conv) = node.op_as::<Conv>() else {
             continue;
         };
-        let c = conv.pool_spec.input_channels;
-        let depthwise = conv.q_params.is_none()
+        let (ci, co) = (
+            conv.pool_spec.input_channels,
+            conv.pool_spec.output_channels,
+        );
+        let plain = conv.q_params.is_none()
             && conv.kernel_fmt == KernelFormat::OIHW
-            && conv.group == c
-            && conv.pool_spec.output_channels == c
             && node.inputs.len() == 3;
+        let depthwise = plain && conv.group == ci && co == ci;
+        let dense = plain && conv.group == 1 && ci <= MAX_DENSE_CHANNELS;
         let Some(stride) = window_stride(model, node, &conv.pool_spec)? else {
             continue;
         };
         let kernel = model.outlet_fact(node.inputs[1])?.konst.clone();
         let bias = model.outlet_fact(node.inputs[2])?.konst.clone();
-        let (true, Some(kernel), Some(bias)) = (depthwise, kernel, bias) else {
+        let (true, Some(kernel), Some(bias)) = (depthwise || dense, kernel, bias) else {
             continue;
         };
         let bias = if bias.len() == 1 {
             let b = bias.cast_to_scalar::<f32>()?;
-            tensor1(&vec![b; c])
-        } else if bias.len() == c {
-            bias.into_tensor().into_shape(&[c])?
+            tensor1(&vec![b; co])
+        } else if bias.len() == co {
+            bias.into_tensor().into_shape(&[co])?
         } else {
             continue;
         };
-        let kernel = kernel.into_tensor().into_shape(&[c, 9])?;
+        let kernel = kernel
+            .into_tensor()
+            .into_shape(&[co, if depthwise { 9 } else { ci * 9 }])?;
         // A ReLU6 read only by this convolution is folded into it.
         let (last, relu6) = match relu6_after(model, id)? {
             Some(clip) => (clip, true),
             None => (id, false),
         };
-        let mut patch = TypedModelPatch::new("sdk-depthwise");
+        let mut patch = TypedModelPatch::new("sdk-conv");
         let x = patch.tap_model(model, node.inputs[0])?;
         let k = patch.add_const(format!("{name}.sdk_kernel"), kernel)?;
         let b = patch.add_const(format!("{name}.sdk_bias"), bias)?;
-        let op = Depthwise3x3 { stride, relu6, isa };
-        let out = patch.wire_node(&name, op, &[x, k, b])?[0];
+        let out = if depthwise {
+            patch.wire_node(&name, Depthwise3x3 { stride, relu6, isa }, &[x, k, b])?[0]
+        } else {
+            patch.wire_node(&name, Conv3x3 { stride, relu6, isa }, &[x, k, b])?[0]
+        };
         patch.shunt_outside(model, OutletId::new(last, 0), out)?;
         patch.apply(model)?;
         replaced += 1;

@@ -3,31 +3,18 @@
 
 use std::arch::aarch64::*;
 
-/// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])`.
+/// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])`, `taps` and `w` of one length.
 ///
 /// # Safety
-/// The CPU must support NEON (every aarch64 CPU the SDK targets does), and every tap row must
-/// hold at least `out.len().next_multiple_of(8)` values (the last vector reads whole; only its
-/// store is cut).
+/// The CPU must support NEON (every aarch64 CPU the SDK targets does), and every tap row must hold at least
+/// `out.len().next_multiple_of(8)` values (the last vector reads whole; only its store is cut).
 #[target_feature(enable = "neon")]
-pub(super) unsafe fn row(
-    taps: &[&[f32]; 9],
-    w: &[f32; 9],
-    bias: f32,
-    relu6: bool,
-    out: &mut [f32],
-) {
+pub(super) unsafe fn row(taps: &[&[f32]], w: &[f32], bias: f32, relu6: bool, out: &mut [f32]) {
     let n = out.len();
-    // Plain loops, no closures: a closure would not inherit this function's target features.
-    let mut t = [std::ptr::null::<f32>(); 9];
-    let mut wv = [vdupq_n_f32(0.0); 9];
-    for k in 0..9 {
-        t[k] = taps[k].as_ptr();
-        wv[k] = vdupq_n_f32(w[k]);
-    }
     let b = vdupq_n_f32(bias);
     let (lo, hi) = (vdupq_n_f32(0.0), vdupq_n_f32(6.0));
-    // A macro, not a closure, for the same reason; NaN passes through when there is no ReLU6.
+    // A macro, not a closure: a closure would not inherit this function's target features.
+    // NaN passes through when there is no ReLU6.
     macro_rules! act {
         ($v:expr) => {
             if relu6 {
@@ -41,12 +28,12 @@ pub(super) unsafe fn row(
     let mut x = 0;
     while x + 16 <= n {
         let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
-        for k in 0..9 {
-            let p = t[k].add(x);
-            a0 = vfmaq_f32(a0, wv[k], vld1q_f32(p));
-            a1 = vfmaq_f32(a1, wv[k], vld1q_f32(p.add(4)));
-            a2 = vfmaq_f32(a2, wv[k], vld1q_f32(p.add(8)));
-            a3 = vfmaq_f32(a3, wv[k], vld1q_f32(p.add(12)));
+        for (t, &wk) in taps.iter().zip(w) {
+            let (wv, p) = (vdupq_n_f32(wk), t.as_ptr().add(x));
+            a0 = vfmaq_f32(a0, wv, vld1q_f32(p));
+            a1 = vfmaq_f32(a1, wv, vld1q_f32(p.add(4)));
+            a2 = vfmaq_f32(a2, wv, vld1q_f32(p.add(8)));
+            a3 = vfmaq_f32(a3, wv, vld1q_f32(p.add(12)));
         }
         vst1q_f32(o.add(x), act!(a0));
         vst1q_f32(o.add(x + 4), act!(a1));
@@ -56,8 +43,8 @@ pub(super) unsafe fn row(
     }
     while x < n {
         let mut a = b;
-        for k in 0..9 {
-            a = vfmaq_f32(a, wv[k], vld1q_f32(t[k].add(x)));
+        for (t, &wk) in taps.iter().zip(w) {
+            a = vfmaq_f32(a, vdupq_n_f32(wk), vld1q_f32(t.as_ptr().add(x)));
         }
         let a = act!(a);
         if x + 4 <= n {

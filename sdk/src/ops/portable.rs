@@ -1,12 +1,11 @@
 //! The row kernel in plain Rust, for CPUs without the SIMD paths and as the tests' yardstick.
 
-/// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])`.
-pub(super) fn row(taps: &[&[f32]; 9], w: &[f32; 9], bias: f32, relu6: bool, out: &mut [f32]) {
+/// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])`, `taps` and `w` of one length.
+pub(super) fn row(taps: &[&[f32]], w: &[f32], bias: f32, relu6: bool, out: &mut [f32]) {
     let n = out.len();
-    let taps: [&[f32]; 9] = std::array::from_fn(|k| &taps[k][..n]);
     out.fill(bias);
     for (t, &wk) in taps.iter().zip(w) {
-        for (o, &v) in out.iter_mut().zip(t.iter()) {
+        for (o, &v) in out.iter_mut().zip(&t[..n]) {
             *o += wk * v;
         }
     }

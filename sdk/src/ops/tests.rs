@@ -1,4 +1,4 @@
-//! The SDK's depthwise and max-pool ops against tract's own on random shapes, weights and strides,
+//! The SDK's depthwise, dense (stem) and max-pool ops against tract's own on random shapes, weights and strides,
 //! for every kernel this CPU runs, and the plan rewrite on small graphs.
 
 use rand::rngs::StdRng;
@@ -7,7 +7,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::{rewrite, Depthwise3x3, Isa, MaxPool3x3};
+use super::{rewrite, Conv3x3, Depthwise3x3, Isa, MaxPool3x3};
 
 /// A typed model of one depthwise 3×3 convolution (tract's own op), padding 1.
 fn conv_model(
@@ -16,11 +16,24 @@ fn conv_model(
     kernel: &[f32],
     bias: &[f32],
 ) -> TractResult<TypedModel> {
+    grouped_conv_model(shape, shape[1], shape[1], stride, kernel, bias)
+}
+
+/// A typed model of one 3×3 convolution (tract's own op) with `group` groups and `co` outputs,
+/// padding 1.
+fn grouped_conv_model(
+    shape: [usize; 4],
+    co: usize,
+    group: usize,
+    stride: usize,
+    kernel: &[f32],
+    bias: &[f32],
+) -> TractResult<TypedModel> {
     let c = shape[1];
     let mut model = TypedModel::default();
     let x = model.add_source("x", f32::fact(shape))?;
-    let k = model.add_const("k", Tensor::from_shape(&[c, 1, 3, 3], kernel)?)?;
-    let b = model.add_const("b", Tensor::from_shape(&[c], bias)?)?;
+    let k = model.add_const("k", Tensor::from_shape(&[co, c / group, 3, 3], kernel)?)?;
+    let b = model.add_const("b", Tensor::from_shape(&[co], bias)?)?;
     let conv = Conv {
         pool_spec: PoolSpec {
             data_format: DataFormat::NCHW,
@@ -29,10 +42,10 @@ fn conv_model(
             dilations: None,
             strides: Some(tvec![stride, stride]),
             input_channels: c,
-            output_channels: c,
+            output_channels: co,
         },
         kernel_fmt: KernelFormat::OIHW,
-        group: c,
+        group,
         q_params: None,
     };
     let y = model.wire_node("dw", conv, &[x, k, b])?;
@@ -267,5 +280,74 @@ fn the_rewrite_replaces_tracts_max_pool() -> TractResult<()> {
         .collect();
     assert!(ops.contains(&"SdkMaxPool3x3".to_string()), "{ops:?}");
     assert_eq!(run(optimised, &x)?, want);
+    Ok(())
+}
+
+#[test]
+fn every_kernel_matches_tracts_dense_convolution_on_few_channels() -> TractResult<()> {
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut cases: Vec<([usize; 4], usize)> = vec![([1, 3, 224, 224], 32), ([1, 1, 1, 1], 1)];
+    for _ in 0..10 {
+        cases.push((
+            [
+                rng.random_range(1..3),
+                rng.random_range(1..=4),
+                rng.random_range(1..30),
+                rng.random_range(1..50),
+            ],
+            rng.random_range(1..10),
+        ));
+    }
+    for (shape, co) in cases {
+        let [n, ci, h, w] = shape;
+        let input = random(&mut rng, n * ci * h * w);
+        let kernel = random(&mut rng, co * ci * 9);
+        let bias = random(&mut rng, co);
+        let x = Tensor::from_shape(&shape, &input)?;
+        for stride in [1, 2] {
+            let model = grouped_conv_model(shape, co, 1, stride, &kernel, &bias)?;
+            let tract = run(model.into_optimized()?, &x)?;
+            for isa in Isa::available() {
+                for relu6 in [false, true] {
+                    let mut ours = vec![f32::NAN; tract.len()];
+                    let op = Conv3x3 { stride, relu6, isa };
+                    op.run(&input, (n, ci, h, w), &kernel, &bias, &mut ours);
+                    let want: Vec<f32> = if relu6 {
+                        tract.iter().map(|v| v.clamp(0.0, 6.0)).collect()
+                    } else {
+                        tract.clone()
+                    };
+                    let what = format!("{shape:?}->{co} stride {stride} {isa:?} relu6 {relu6}");
+                    assert_close(&ours, &want, &what);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_rewrite_takes_a_stem_convolution_and_leaves_wide_ones_to_tract() -> TractResult<()> {
+    let mut rng = StdRng::seed_from_u64(29);
+    let shape = [1, 3, 19, 26];
+    let input = random(&mut rng, shape.iter().product());
+    let kernel = random(&mut rng, 8 * 3 * 9);
+    let bias = random(&mut rng, 8);
+    let x = Tensor::from_shape(&shape, &input)?;
+    let model = grouped_conv_model(shape, 8, 1, 2, &kernel, &bias)?;
+    let want = run(model.clone().into_optimized()?, &x)?;
+    let mut decluttered = model.into_decluttered()?;
+    assert_eq!(rewrite(&mut decluttered, Isa::detect())?, 1);
+    let optimised = decluttered.into_optimized()?;
+    let ops: Vec<String> = optimised
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
+    assert!(ops.contains(&"SdkConv3x3".to_string()), "{ops:?}");
+    assert_close(&run(optimised, &x)?, &want, "stem");
+    // Eight input channels: a matrix product's job.
+    let wide = grouped_conv_model([1, 8, 9, 9], 4, 1, 1, &[0.1; 4 * 8 * 9], &[0.0; 4])?;
+    assert_eq!(rewrite(&mut wide.into_decluttered()?, Isa::detect())?, 0);
     Ok(())
 }

@@ -3,30 +3,18 @@
 
 use std::arch::x86_64::*;
 
-/// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])`.
+/// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])`, `taps` and `w` of one length.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA, and every tap row must hold at least
 /// `out.len().next_multiple_of(8)` values (the last vector reads whole; only its store is cut).
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn row(
-    taps: &[&[f32]; 9],
-    w: &[f32; 9],
-    bias: f32,
-    relu6: bool,
-    out: &mut [f32],
-) {
+pub(super) unsafe fn row(taps: &[&[f32]], w: &[f32], bias: f32, relu6: bool, out: &mut [f32]) {
     let n = out.len();
-    // Plain loops, no closures: a closure would not inherit this function's target features.
-    let mut t = [std::ptr::null::<f32>(); 9];
-    let mut wv = [_mm256_setzero_ps(); 9];
-    for k in 0..9 {
-        t[k] = taps[k].as_ptr();
-        wv[k] = _mm256_set1_ps(w[k]);
-    }
     let b = _mm256_set1_ps(bias);
     let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
-    // A macro, not a closure, for the same reason; NaN passes through when there is no ReLU6.
+    // A macro, not a closure: a closure would not inherit this function's target features.
+    // NaN passes through when there is no ReLU6.
     macro_rules! act {
         ($v:expr) => {
             if relu6 {
@@ -40,12 +28,12 @@ pub(super) unsafe fn row(
     let mut x = 0;
     while x + 32 <= n {
         let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
-        for k in 0..9 {
-            let p = t[k].add(x);
-            a0 = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(p), a0);
-            a1 = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(p.add(8)), a1);
-            a2 = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(p.add(16)), a2);
-            a3 = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(p.add(24)), a3);
+        for (t, &wk) in taps.iter().zip(w) {
+            let (wv, p) = (_mm256_set1_ps(wk), t.as_ptr().add(x));
+            a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), a0);
+            a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(8)), a1);
+            a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(16)), a2);
+            a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(24)), a3);
         }
         _mm256_storeu_ps(o.add(x), act!(a0));
         _mm256_storeu_ps(o.add(x + 8), act!(a1));
@@ -55,8 +43,8 @@ pub(super) unsafe fn row(
     }
     while x < n {
         let mut a = b;
-        for k in 0..9 {
-            a = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(t[k].add(x)), a);
+        for (t, &wk) in taps.iter().zip(w) {
+            a = _mm256_fmadd_ps(_mm256_set1_ps(wk), _mm256_loadu_ps(t.as_ptr().add(x)), a);
         }
         let a = act!(a);
         if x + 8 <= n {
