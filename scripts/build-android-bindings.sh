@@ -3,7 +3,9 @@
 #   android/mpoxscreen/src/main/jniLibs/<abi>/libmpoxscreen.so
 # Needs the Android NDK (r26 or newer; ANDROID_NDK_HOME set) and `cargo install cargo-ndk`.
 # Not run by CI: the NDK cannot be installed on the project's hosts (see android/README.md).
-# usage: [ABIS="arm64-v8a armeabi-v7a x86_64"] scripts/build-android-bindings.sh
+# usage: [ABIS="arm64-v8a armeabi-v7a x86_64"] [PROFILE=mobile-small] scripts/build-android-bindings.sh
+#   PROFILE: `mobile` (default, fastest) or `mobile-small` (smaller library, slower inference;
+#   sizes and speeds in bindings/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,9 +28,9 @@ done
 # Android 15+ devices may use 16 KB memory pages: align the ELF segments for them.
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384"
 # minSdk 24 (android/mpoxscreen/build.gradle.kts).
-# The `mobile` profile (workspace Cargo.toml): LTO, one code unit, stripped.
+# The `mobile` profiles (workspace Cargo.toml): LTO, one code unit, stripped.
 cargo ndk "${args[@]}" --platform 24 -o android/mpoxscreen/src/main/jniLibs \
-    build --profile mobile -p mpox-bindings --lib
+    build --profile "${PROFILE:-mobile}" -p mpox-bindings --lib
 
 for so in android/mpoxscreen/src/main/jniLibs/*/libmpoxscreen.so; do
     echo "$so: $(stat -c %s "$so" 2>/dev/null || stat -f %z "$so") bytes"

@@ -343,6 +343,10 @@ pub struct ScreenerConfig {
     /// refused; an app that downloads model updates should always set it.
     #[uniffi(default)]
     pub trusted_keys: Vec<String>,
+    /// Threads one inference may use, 1 to 16 (`None`: 1). More threads cut the latency of one
+    /// screening on a phone's spare cores; any other count fails loading with `InvalidOption`.
+    #[uniffi(default = None)]
+    pub threads: Option<i32>,
 }
 
 impl ScreenerConfig {
@@ -370,6 +374,13 @@ impl ScreenerConfig {
             heatmap: self.heatmap,
             views,
             trusted_keys: self.trusted_keys.clone(),
+            threads: match self.threads {
+                None => None,
+                Some(t) => Some(u32::try_from(t).map_err(|_| MpoxError::InvalidOption {
+                    option: "threads".into(),
+                    reason: format!("{t} is not between 1 and {}", mpox_sdk::MAX_THREADS),
+                })?),
+            },
         })
     }
 }

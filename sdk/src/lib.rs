@@ -32,5 +32,5 @@ pub use profile::NodeTime;
 pub use quality::{QualityThresholds, QualityWarning};
 pub use screener::{
     hex, softmax, ClassProbability, Heatmap, ModelInfo, RawOutput, Screener, ScreenerOptions,
-    Screening, Verdict,
+    Screening, Verdict, MAX_THREADS,
 };

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use image::RgbImage;
 use sha2::{Digest, Sha256};
+use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
 use crate::contract::{self, ModelMeta};
@@ -40,7 +41,14 @@ pub struct ScreenerOptions {
     /// are given, a model that is unsigned, signed by another key or altered after signing is
     /// refused; when none are, signatures are not checked. Sign with `mpox-trainer sign`.
     pub trusted_keys: Vec<String>,
+    /// Threads one inference may use, 1 to [`MAX_THREADS`] (`None`: 1). With more than one,
+    /// the screener keeps its own pool of that size for tract's matrix products; screenings on
+    /// several app threads each use it in turn.
+    pub threads: Option<u32>,
 }
+
+/// Most threads [`ScreenerOptions::threads`] accepts.
+pub const MAX_THREADS: u32 = 16;
 
 /// What the SDK tells the app about a photo. A screening aid, not a diagnosis.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,11 +203,13 @@ impl Screener {
             .map(|k| TrustedKey::from_hex(k))
             .collect::<Result<Vec<_>>>()?;
         // tract is not written for hostile input: a malformed graph could panic deep inside it.
-        let loaded = catch_unwind(AssertUnwindSafe(|| load(bytes, &trusted))).map_err(|p| {
-            Error::ModelDecode {
-                reason: format!("the model parser panicked: {}", panic_message(&p)),
-            }
-        })??;
+        let executor = executor(options.threads.unwrap_or(1))?;
+        let loaded =
+            catch_unwind(AssertUnwindSafe(|| load(bytes, &trusted, executor))).map_err(|p| {
+                Error::ModelDecode {
+                    reason: format!("the model parser panicked: {}", panic_message(&p)),
+                }
+            })??;
         let Loaded {
             plan,
             meta,
@@ -377,13 +387,35 @@ impl Screener {
 
 /// Refuses options the SDK cannot honour before any work is done.
 fn check_options(options: &ScreenerOptions) -> Result<()> {
-    match options.views {
-        Some(n) if !is_view_count(n) => Err(Error::InvalidOption {
+    if let Some(n) = options.views.filter(|&n| !is_view_count(n)) {
+        return Err(Error::InvalidOption {
             option: "views".into(),
             reason: format!("{n} is not one of {VIEW_COUNTS:?}"),
-        }),
-        _ => Ok(()),
+        });
     }
+    if let Some(n) = options.threads.filter(|n| !(1..=MAX_THREADS).contains(n)) {
+        return Err(Error::InvalidOption {
+            option: "threads".into(),
+            reason: format!("{n} is not between 1 and {MAX_THREADS}"),
+        });
+    }
+    Ok(())
+}
+
+/// The executor for `threads` threads: tract's own single-threaded one for 1.
+fn executor(threads: u32) -> Result<Option<Executor>> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads as usize)
+        .thread_name(|i| format!("mpox-sdk-{i}"))
+        .build()
+        .map_err(|e| Error::InvalidOption {
+            option: "threads".into(),
+            reason: format!("cannot start {threads} threads: {e}"),
+        })?;
+    Ok(Some(Executor::MultiThread(Arc::new(pool))))
 }
 
 /// Mean of the `n` rows of a row-major `[n, C]` matrix, summed in row order. One row is returned
@@ -414,7 +446,7 @@ struct Loaded {
     signed_by: Option<String>,
 }
 
-fn load(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Loaded> {
+fn load(bytes: &[u8], trusted: &[TrustedKey], executor: Option<Executor>) -> Result<Loaded> {
     let decode_err = |e: TractError| Error::ModelDecode {
         reason: format!("{e:#}"),
     };
@@ -449,7 +481,13 @@ fn load(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Loaded> {
     ops::rewrite(&mut model, ops::Isa::detect()).map_err(contract_err)?;
     let model = model.into_optimized().map_err(contract_err)?;
     let cam_size = contract::check_outputs(&model, &meta, logits_ix, cam_ix)?;
-    let plan = model.into_runnable().map_err(contract_err)?;
+    let options = RunOptions {
+        executor,
+        ..Default::default()
+    };
+    let plan = model
+        .into_runnable_with_options(&options)
+        .map_err(contract_err)?;
     Ok(Loaded {
         plan,
         meta,

@@ -58,3 +58,36 @@ fn resnet_max_pool_runs_the_sdks_op() {
     );
     assert!(!ops.contains(&"OptMaxPool"), "{ops:?}");
 }
+
+#[test]
+fn threads_give_the_same_logits_and_bad_counts_are_refused() {
+    let bytes = tiny_model(SIZE);
+    let load = |threads| {
+        Screener::from_bytes(
+            &bytes,
+            ScreenerOptions {
+                threads,
+                ..Default::default()
+            },
+        )
+    };
+    let one = load(None).unwrap();
+    let input = one
+        .info()
+        .meta
+        .preprocessing
+        .views_tensor(&photo(4, true, SIZE), 1)
+        .unwrap();
+    let want = one.infer(&input).unwrap();
+    for threads in [1, 2, 4] {
+        let got = load(Some(threads)).unwrap().infer(&input).unwrap();
+        assert_eq!(got, want, "{threads} threads");
+    }
+    for bad in [0, mpox_sdk::MAX_THREADS + 1] {
+        let err = load(Some(bad)).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidOption { option, .. } if option == "threads"),
+            "{err:?}"
+        );
+    }
+}

@@ -1237,7 +1237,7 @@ class ScreenerConfig:
     How a [`Screener`] loads its model and screens photos. Every field has a default, so
     `ScreenerConfig()` is a sensible start in every language.
 """
-    def __init__(self, *, expected_sha256:typing.Optional[str] = _DEFAULT, heatmap:bool = False, limits:typing.Optional[ImageLimits] = _DEFAULT, quality:typing.Optional[QualityThresholds] = _DEFAULT, views:typing.Optional[int] = _DEFAULT, trusted_keys:typing.List[str] = _DEFAULT):
+    def __init__(self, *, expected_sha256:typing.Optional[str] = _DEFAULT, heatmap:bool = False, limits:typing.Optional[ImageLimits] = _DEFAULT, quality:typing.Optional[QualityThresholds] = _DEFAULT, views:typing.Optional[int] = _DEFAULT, trusted_keys:typing.List[str] = _DEFAULT, threads:typing.Optional[int] = _DEFAULT):
         if expected_sha256 is _DEFAULT:
             self.expected_sha256 = None
         else:
@@ -1259,12 +1259,16 @@ class ScreenerConfig:
             self.trusted_keys = []
         else:
             self.trusted_keys = trusted_keys
+        if threads is _DEFAULT:
+            self.threads = None
+        else:
+            self.threads = threads
         
         
 
     
     def __str__(self):
-        return "ScreenerConfig(expected_sha256={}, heatmap={}, limits={}, quality={}, views={}, trusted_keys={})".format(self.expected_sha256, self.heatmap, self.limits, self.quality, self.views, self.trusted_keys)
+        return "ScreenerConfig(expected_sha256={}, heatmap={}, limits={}, quality={}, views={}, trusted_keys={}, threads={})".format(self.expected_sha256, self.heatmap, self.limits, self.quality, self.views, self.trusted_keys, self.threads)
     def __eq__(self, other):
         if self.expected_sha256 != other.expected_sha256:
             return False
@@ -1278,6 +1282,8 @@ class ScreenerConfig:
             return False
         if self.trusted_keys != other.trusted_keys:
             return False
+        if self.threads != other.threads:
+            return False
         return True
 
 class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
@@ -1290,6 +1296,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
             quality=_UniffiFfiConverterOptionalTypeQualityThresholds.read(buf),
             views=_UniffiFfiConverterOptionalInt32.read(buf),
             trusted_keys=_UniffiFfiConverterSequenceString.read(buf),
+            threads=_UniffiFfiConverterOptionalInt32.read(buf),
         )
 
     @staticmethod
@@ -1300,6 +1307,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterOptionalTypeQualityThresholds.check_lower(value.quality)
         _UniffiFfiConverterOptionalInt32.check_lower(value.views)
         _UniffiFfiConverterSequenceString.check_lower(value.trusted_keys)
+        _UniffiFfiConverterOptionalInt32.check_lower(value.threads)
 
     @staticmethod
     def write(value, buf):
@@ -1309,6 +1317,7 @@ class _UniffiFfiConverterTypeScreenerConfig(_UniffiConverterRustBuffer):
         _UniffiFfiConverterOptionalTypeQualityThresholds.write(value.quality, buf)
         _UniffiFfiConverterOptionalInt32.write(value.views, buf)
         _UniffiFfiConverterSequenceString.write(value.trusted_keys, buf)
+        _UniffiFfiConverterOptionalInt32.write(value.threads, buf)
 
 class _UniffiFfiConverterSequenceTypeClassProbability(_UniffiConverterRustBuffer):
     @classmethod

@@ -1453,6 +1453,11 @@ public struct ScreenerConfig: Equatable, Hashable {
      * refused; an app that downloads model updates should always set it.
      */
     public var trustedKeys: [String]
+    /**
+     * Threads one inference may use, 1 to 16 (`None`: 1). More threads cut the latency of one
+     * screening on a phone's spare cores; any other count fails loading with `InvalidOption`.
+     */
+    public var threads: Int32?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1480,13 +1485,18 @@ public struct ScreenerConfig: Equatable, Hashable {
          * accepted. When any are given, a model that is unsigned (`ModelUnsigned`), signed by another
          * key (`ModelUntrustedSigner`) or altered after signing (`ModelSignatureMismatch`) is
          * refused; an app that downloads model updates should always set it.
-         */trustedKeys: [String] = []) {
+         */trustedKeys: [String] = [], 
+        /**
+         * Threads one inference may use, 1 to 16 (`None`: 1). More threads cut the latency of one
+         * screening on a phone's spare cores; any other count fails loading with `InvalidOption`.
+         */threads: Int32? = nil) {
         self.expectedSha256 = expectedSha256
         self.heatmap = heatmap
         self.limits = limits
         self.quality = quality
         self.views = views
         self.trustedKeys = trustedKeys
+        self.threads = threads
     }
 
     
@@ -1510,7 +1520,8 @@ public struct FfiConverterTypeScreenerConfig: FfiConverterRustBuffer {
                 limits: FfiConverterOptionTypeImageLimits.read(from: &buf), 
                 quality: FfiConverterOptionTypeQualityThresholds.read(from: &buf), 
                 views: FfiConverterOptionInt32.read(from: &buf), 
-                trustedKeys: FfiConverterSequenceString.read(from: &buf)
+                trustedKeys: FfiConverterSequenceString.read(from: &buf), 
+                threads: FfiConverterOptionInt32.read(from: &buf)
         )
     }
 
@@ -1521,6 +1532,7 @@ public struct FfiConverterTypeScreenerConfig: FfiConverterRustBuffer {
         FfiConverterOptionTypeQualityThresholds.write(value.quality, into: &buf)
         FfiConverterOptionInt32.write(value.views, into: &buf)
         FfiConverterSequenceString.write(value.trustedKeys, into: &buf)
+        FfiConverterOptionInt32.write(value.threads, into: &buf)
     }
 }
 

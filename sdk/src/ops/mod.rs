@@ -14,6 +14,8 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use rayon::prelude::*;
+use tract_linalg::multithread::{current_tract_executor, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -136,30 +138,47 @@ fn out_len(stride: usize, len: usize) -> usize {
 
 /// Runs `f(channel, taps, long_row)` for every plane of `input` (`[n, c, h, w]`) and copies the
 /// long row it fills into the plane's place in `out` (`[n, c, ho, wo]`); `border` is the value
-/// of the padding.
+/// of the padding. The planes are shared out over the plan's thread pool when it has one
+/// (`ScreenerOptions::threads`); each plane's arithmetic is the same either way.
 fn each_channel(
     stride: usize,
     border: f32,
     input: &[f32],
     (n, c, h, w): (usize, usize, usize, usize),
     out: &mut [f32],
-    mut f: impl FnMut(usize, &[&[f32]; 9], &mut [f32]),
+    f: impl Fn(usize, &[&[f32]; 9], &mut [f32]) + Sync,
 ) {
     let (ho, wo) = (out_len(stride, h), out_len(stride, w));
     assert!(input.len() == n * c * h * w && out.len() == n * c * ho * wo);
-    if ho * wo == 0 {
+    if ho * wo == 0 || h * w == 0 {
         return;
     }
-    let mut planes = Planes::new(stride, border, h, w, ho, wo);
-    let mut long = vec![0f32; planes.long_len()];
-    for (plane, (img, dst)) in input
-        .chunks_exact(h * w)
-        .zip(out.chunks_exact_mut(ho * wo))
-        .enumerate()
-    {
-        planes.fill(img);
-        f(plane % c, &planes.taps(), &mut long);
-        planes.scatter(&long, dst);
+    let planes_in = |first: usize, input: &[f32], out: &mut [f32]| {
+        let mut planes = Planes::new(stride, border, h, w, ho, wo);
+        let mut long = vec![0f32; planes.long_len()];
+        for (i, (img, dst)) in input
+            .chunks_exact(h * w)
+            .zip(out.chunks_exact_mut(ho * wo))
+            .enumerate()
+        {
+            planes.fill(img);
+            f((first + i) % c, &planes.taps(), &mut long);
+            planes.scatter(&long, dst);
+        }
+    };
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if n * c > 1 => {
+            let threads = pool.current_num_threads();
+            let per = (n * c).div_ceil(threads * 4).max(1);
+            pool.install(|| {
+                input
+                    .par_chunks(per * h * w)
+                    .zip(out.par_chunks_mut(per * ho * wo))
+                    .enumerate()
+                    .for_each(|(i, (input, out))| planes_in(i * per, input, out));
+            });
+        }
+        _ => planes_in(0, input, out),
     }
 }
 

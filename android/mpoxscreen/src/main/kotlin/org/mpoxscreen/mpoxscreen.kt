@@ -2067,6 +2067,12 @@ data class ScreenerConfig (
      * refused; an app that downloads model updates should always set it.
      */
     var `trustedKeys`: List<kotlin.String> = listOf() 
+    , 
+    /**
+     * Threads one inference may use, 1 to 16 (`None`: 1). More threads cut the latency of one
+     * screening on a phone's spare cores; any other count fails loading with `InvalidOption`.
+     */
+    var `threads`: kotlin.Int? = null 
     
 ){
     
@@ -2089,6 +2095,7 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterOptionalTypeQualityThresholds.read(buf),
             FfiConverterOptionalInt.read(buf),
             FfiConverterSequenceString.read(buf),
+            FfiConverterOptionalInt.read(buf),
         )
     }
 
@@ -2098,7 +2105,8 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterOptionalTypeImageLimits.allocationSize(value.`limits`) +
             FfiConverterOptionalTypeQualityThresholds.allocationSize(value.`quality`) +
             FfiConverterOptionalInt.allocationSize(value.`views`) +
-            FfiConverterSequenceString.allocationSize(value.`trustedKeys`)
+            FfiConverterSequenceString.allocationSize(value.`trustedKeys`) +
+            FfiConverterOptionalInt.allocationSize(value.`threads`)
     )
 
     override fun write(value: ScreenerConfig, buf: ByteBuffer) {
@@ -2108,6 +2116,7 @@ public object FfiConverterTypeScreenerConfig: FfiConverterRustBuffer<ScreenerCon
             FfiConverterOptionalTypeQualityThresholds.write(value.`quality`, buf)
             FfiConverterOptionalInt.write(value.`views`, buf)
             FfiConverterSequenceString.write(value.`trustedKeys`, buf)
+            FfiConverterOptionalInt.write(value.`threads`, buf)
     }
 }
 
