@@ -4,6 +4,7 @@
 # header and module map of the `mpoxscreenFFI` module. Runs on macOS with Xcode and rustup.
 # usage: [PROFILE=mobile-small] ios/build-xcframework.sh [--no-macos]
 #   PROFILE: `mobile` (default, fastest) or `mobile-small` (smaller, slower; bindings/README.md).
+#   FEATURES=threads builds in multi-threaded inference (`ScreenerConfig.threads`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -23,7 +24,7 @@ rustup target add "${targets[@]}"
 for t in "${targets[@]}"; do
     # The staticlib only: apps link it into their own binary. The `mobile` profile (workspace
     # Cargo.toml) optimises the whole library as one unit (LTO).
-    cargo rustc --profile "${PROFILE:-mobile}" -p mpox-bindings --lib --target "$t" --crate-type staticlib
+    cargo rustc --profile "${PROFILE:-mobile}" -p mpox-bindings --lib --target "$t" --crate-type staticlib ${FEATURES:+--features "$FEATURES"}
 done
 
 # The generated Swift and header must match this library.

@@ -5,7 +5,8 @@
 # Not run by CI: the NDK cannot be installed on the project's hosts (see android/README.md).
 # usage: [ABIS="arm64-v8a armeabi-v7a x86_64"] [PROFILE=mobile-small] scripts/build-android-bindings.sh
 #   PROFILE: `mobile` (default, fastest) or `mobile-small` (smaller library, slower inference;
-#   sizes and speeds in bindings/README.md).
+#   sizes and speeds in bindings/README.md). FEATURES=threads builds in multi-threaded inference
+#   (`ScreenerConfig.threads`; a larger library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +31,7 @@ export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384"
 # minSdk 24 (android/mpoxscreen/build.gradle.kts).
 # The `mobile` profiles (workspace Cargo.toml): LTO, one code unit, stripped.
 cargo ndk "${args[@]}" --platform 24 -o android/mpoxscreen/src/main/jniLibs \
-    build --profile "${PROFILE:-mobile}" -p mpox-bindings --lib
+    build --profile "${PROFILE:-mobile}" -p mpox-bindings --lib ${FEATURES:+--features "$FEATURES"}
 
 for so in android/mpoxscreen/src/main/jniLibs/*/libmpoxscreen.so; do
     echo "$so: $(stat -c %s "$so" 2>/dev/null || stat -f %z "$so") bytes"

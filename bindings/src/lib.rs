@@ -344,7 +344,9 @@ pub struct ScreenerConfig {
     #[uniffi(default)]
     pub trusted_keys: Vec<String>,
     /// Threads one inference may use, 1 to 16 (`None`: 1). More threads cut the latency of one
-    /// screening on a phone's spare cores; any other count fails loading with `InvalidOption`.
+    /// screening on a phone's spare cores; they need a library built with the `threads` feature
+    /// (the build scripts' `FEATURES=threads`). Any other count, or more than one without the
+    /// feature, fails loading with `InvalidOption`.
     #[uniffi(default = None)]
     pub threads: Option<i32>,
 }

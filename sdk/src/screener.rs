@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use image::RgbImage;
 use sha2::{Digest, Sha256};
-use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
 use crate::contract::{self, ModelMeta};
@@ -42,8 +41,9 @@ pub struct ScreenerOptions {
     /// refused; when none are, signatures are not checked. Sign with `mpox-trainer sign`.
     pub trusted_keys: Vec<String>,
     /// Threads one inference may use, 1 to [`MAX_THREADS`] (`None`: 1). With more than one,
-    /// the screener keeps its own pool of that size for tract's matrix products; screenings on
-    /// several app threads each use it in turn.
+    /// the screener keeps its own pool of that size for tract's matrix products and the SDK's
+    /// ops. Needs the `threads` cargo feature; without it more than one fails loading with
+    /// [`Error::InvalidOption`].
     pub threads: Option<u32>,
 }
 
@@ -403,7 +403,10 @@ fn check_options(options: &ScreenerOptions) -> Result<()> {
 }
 
 /// The executor for `threads` threads: tract's own single-threaded one for 1.
-fn executor(threads: u32) -> Result<Option<Executor>> {
+#[cfg(feature = "threads")]
+fn executor(
+    threads: u32,
+) -> Result<Option<tract_onnx::prelude::tract_linalg::multithread::Executor>> {
     if threads <= 1 {
         return Ok(None);
     }
@@ -415,7 +418,25 @@ fn executor(threads: u32) -> Result<Option<Executor>> {
             option: "threads".into(),
             reason: format!("cannot start {threads} threads: {e}"),
         })?;
-    Ok(Some(Executor::MultiThread(Arc::new(pool))))
+    Ok(Some(
+        tract_onnx::prelude::tract_linalg::multithread::Executor::MultiThread(Arc::new(pool)),
+    ))
+}
+
+/// Without the `threads` feature only tract's single-threaded executor exists.
+#[cfg(not(feature = "threads"))]
+fn executor(
+    threads: u32,
+) -> Result<Option<tract_onnx::prelude::tract_linalg::multithread::Executor>> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    Err(Error::InvalidOption {
+        option: "threads".into(),
+        reason: format!(
+            "{threads} threads need mpox-sdk built with its `threads` feature; this build runs one"
+        ),
+    })
 }
 
 /// Mean of the `n` rows of a row-major `[n, C]` matrix, summed in row order. One row is returned
@@ -446,7 +467,11 @@ struct Loaded {
     signed_by: Option<String>,
 }
 
-fn load(bytes: &[u8], trusted: &[TrustedKey], executor: Option<Executor>) -> Result<Loaded> {
+fn load(
+    bytes: &[u8],
+    trusted: &[TrustedKey],
+    executor: Option<tract_onnx::prelude::tract_linalg::multithread::Executor>,
+) -> Result<Loaded> {
     let decode_err = |e: TractError| Error::ModelDecode {
         reason: format!("{e:#}"),
     };
@@ -629,6 +654,29 @@ mod tests {
             mean_rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], 4),
             [4.0, 5.0]
         );
+    }
+
+    #[test]
+    fn thread_counts_are_checked_before_loading() {
+        let threads = |n| ScreenerOptions {
+            threads: Some(n),
+            ..Default::default()
+        };
+        for n in [0, MAX_THREADS + 1] {
+            let err = Screener::from_bytes(b"not even a model", threads(n)).unwrap_err();
+            assert!(matches!(&err, Error::InvalidOption { option, .. } if option == "threads"));
+        }
+        // Without the feature a build runs one thread and says so; with it, the pool starts and
+        // the bytes are the next thing refused.
+        let err = Screener::from_bytes(b"not even a model", threads(2)).unwrap_err();
+        if cfg!(feature = "threads") {
+            assert!(matches!(err, Error::ModelDecode { .. }), "{err:?}");
+        } else {
+            assert!(
+                matches!(&err, Error::InvalidOption { reason, .. } if reason.contains("`threads` feature")),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]

@@ -1455,7 +1455,9 @@ public struct ScreenerConfig: Equatable, Hashable {
     public var trustedKeys: [String]
     /**
      * Threads one inference may use, 1 to 16 (`None`: 1). More threads cut the latency of one
-     * screening on a phone's spare cores; any other count fails loading with `InvalidOption`.
+     * screening on a phone's spare cores; they need a library built with the `threads` feature
+     * (the build scripts' `FEATURES=threads`). Any other count, or more than one without the
+     * feature, fails loading with `InvalidOption`.
      */
     public var threads: Int32?
 
@@ -1488,7 +1490,9 @@ public struct ScreenerConfig: Equatable, Hashable {
          */trustedKeys: [String] = [], 
         /**
          * Threads one inference may use, 1 to 16 (`None`: 1). More threads cut the latency of one
-         * screening on a phone's spare cores; any other count fails loading with `InvalidOption`.
+         * screening on a phone's spare cores; they need a library built with the `threads` feature
+         * (the build scripts' `FEATURES=threads`). Any other count, or more than one without the
+         * feature, fails loading with `InvalidOption`.
          */threads: Int32? = nil) {
         self.expectedSha256 = expectedSha256
         self.heatmap = heatmap

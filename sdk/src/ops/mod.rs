@@ -14,8 +14,6 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use rayon::prelude::*;
-use tract_linalg::multithread::{current_tract_executor, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -166,8 +164,12 @@ fn each_channel(
             planes.scatter(&long, dst);
         }
     };
-    match current_tract_executor() {
-        Executor::MultiThread(pool) if n * c > 1 => {
+    #[cfg(feature = "threads")]
+    if let tract_linalg::multithread::Executor::MultiThread(pool) =
+        tract_linalg::multithread::current_tract_executor()
+    {
+        use rayon::prelude::*;
+        if n * c > 1 {
             let threads = pool.current_num_threads();
             let per = (n * c).div_ceil(threads * 4).max(1);
             pool.install(|| {
@@ -177,9 +179,10 @@ fn each_channel(
                     .enumerate()
                     .for_each(|(i, (input, out))| planes_in(i * per, input, out));
             });
+            return;
         }
-        _ => planes_in(0, input, out),
     }
+    planes_in(0, input, out);
 }
 
 /// Largest input channel count [`Conv3x3`] takes: a network's stem reads the three colour

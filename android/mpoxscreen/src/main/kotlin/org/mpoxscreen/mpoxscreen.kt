@@ -2070,7 +2070,9 @@ data class ScreenerConfig (
     , 
     /**
      * Threads one inference may use, 1 to 16 (`None`: 1). More threads cut the latency of one
-     * screening on a phone's spare cores; any other count fails loading with `InvalidOption`.
+     * screening on a phone's spare cores; they need a library built with the `threads` feature
+     * (the build scripts' `FEATURES=threads`). Any other count, or more than one without the
+     * feature, fails loading with `InvalidOption`.
      */
     var `threads`: kotlin.Int? = null 
     
