@@ -2,8 +2,8 @@
 //! by node (`Screener::profile`), one thread, 224 px, summed per kind of operation.
 //!
 //! `cargo bench -p mpox-e2e --bench sdk_profile` prints, per model, a Markdown table of the
-//! operation kinds (nodes, ms per inference, share, GFLOP/s) and the ten slowest nodes (the
-//! figures in docs/results.md).
+//! operation kinds (nodes, ms per inference, share, GFLOP/s) and the ten slowest nodes (every
+//! node with `ALL_NODES=1`; the figures in docs/results.md).
 
 use std::collections::BTreeMap;
 
@@ -71,7 +71,7 @@ fn main() {
                 })
             }
         );
-        println!("\n{label}: nodes {total:.2} ms of a {whole:.2} ms inference (`Screener::infer`, median of {RUNS}); the rest is the plan's own work between nodes.");
+        println!("\n{label}: nodes {total:.2} ms of a {whole:.2} ms inference (`Screener::infer`, median of {RUNS}); the difference is the plan's own work between nodes less the cost of the per-node clock.");
         let mut slowest: Vec<&NodeTime> = nodes.iter().collect();
         slowest.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         println!("\n| {label}: slowest nodes | operation | ms | GFLOP/s |");
