@@ -421,113 +421,73 @@ fn window_fact(
     Ok(tvec!(f32::fact(shape)))
 }
 
-impl Op for Depthwise3x3 {
-    fn name(&self) -> StaticName {
-        "SdkDepthwise3x3".into()
-    }
+/// The tract plumbing of the two convolution ops, written once: inputs image, kernel
+/// `[C_out, taps]` and bias `[C_out]`, where `taps` is `$taps(c_in)` multiply-adds per output.
+macro_rules! conv_op {
+    ($ty:ident, $name:literal, $taps:expr) => {
+        impl Op for $ty {
+            fn name(&self) -> StaticName {
+                $name.into()
+            }
 
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "stride {}, relu6 {}, {:?}",
-            self.stride, self.relu6, self.isa
-        )])
-    }
+            fn info(&self) -> TractResult<Vec<String>> {
+                Ok(vec![format!(
+                    "stride {}, relu6 {}, {:?}",
+                    self.stride, self.relu6, self.isa
+                )])
+            }
 
-    fn validation(&self) -> Validation {
-        Validation::Rounding
-    }
+            fn validation(&self) -> Validation {
+                Validation::Rounding
+            }
 
-    op_as_typed_op!();
+            op_as_typed_op!();
+        }
+
+        impl EvalOp for $ty {
+            op_out_of_plan!();
+
+            fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+                let (img, kernel, bias) = args_3!(inputs);
+                let ci = nchw($name, img.shape())?.1;
+                let co = bias.len();
+                let taps: fn(usize) -> usize = $taps;
+                ensure!(
+                    kernel.len() == co * taps(ci),
+                    "{}: kernel and bias disagree",
+                    $name
+                );
+                let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+                let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+                eval_window($name, self.stride, Some(co), &img, |x, dims, out| {
+                    self.run(x, dims, kernel, bias, out)
+                })
+            }
+        }
+
+        impl TypedOp for $ty {
+            fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+                let co = inputs[2].shape.volume().to_usize()?;
+                window_fact($name, self.stride, Some(co), inputs[0])
+            }
+
+            fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+                let out = self.output_facts(inputs)?;
+                let co = inputs[2].shape.volume().to_usize()?.max(1);
+                let taps = inputs[1].shape.volume().to_usize()? / co;
+                Ok(tvec!((
+                    Cost::FMA(f32::datum_type()),
+                    out[0].shape.volume() * taps
+                )))
+            }
+
+            as_op!();
+        }
+    };
 }
 
-impl EvalOp for Depthwise3x3 {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let (img, kernel, bias) = args_3!(inputs);
-        let c = nchw("SdkDepthwise3x3", img.shape())?.1;
-        ensure!(kernel.len() == c * 9 && bias.len() == c);
-        let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
-        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        eval_window(
-            "SdkDepthwise3x3",
-            self.stride,
-            None,
-            &img,
-            |x, dims, out| self.run(x, dims, kernel, bias, out),
-        )
-    }
-}
-
-impl TypedOp for Depthwise3x3 {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        window_fact("SdkDepthwise3x3", self.stride, None, inputs[0])
-    }
-
-    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let out = self.output_facts(inputs)?;
-        Ok(tvec!((
-            Cost::FMA(f32::datum_type()),
-            out[0].shape.volume() * 9
-        )))
-    }
-
-    as_op!();
-}
-
-impl Op for Conv3x3 {
-    fn name(&self) -> StaticName {
-        "SdkConv3x3".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "stride {}, relu6 {}, {:?}",
-            self.stride, self.relu6, self.isa
-        )])
-    }
-
-    fn validation(&self) -> Validation {
-        Validation::Rounding
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for Conv3x3 {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let (img, kernel, bias) = args_3!(inputs);
-        let ci = nchw("SdkConv3x3", img.shape())?.1;
-        let co = bias.len();
-        ensure!(kernel.len() == co * ci * 9);
-        let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
-        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-        eval_window("SdkConv3x3", self.stride, Some(co), &img, |x, dims, out| {
-            self.run(x, dims, kernel, bias, out)
-        })
-    }
-}
-
-impl TypedOp for Conv3x3 {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let co = inputs[2].shape.volume().to_usize()?;
-        window_fact("SdkConv3x3", self.stride, Some(co), inputs[0])
-    }
-
-    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let out = self.output_facts(inputs)?;
-        let taps =
-            inputs[1].shape.volume().to_usize()? / inputs[2].shape.volume().to_usize()?.max(1);
-        Ok(tvec!((
-            Cost::FMA(f32::datum_type()),
-            out[0].shape.volume() * taps
-        )))
-    }
-
-    as_op!();
-}
+conv_op!(Depthwise3x3, "SdkDepthwise3x3", |_| 9);
+conv_op!(Conv3x3, "SdkConv3x3", |ci| ci * 9);
 
 impl Op for MaxPool3x3 {
     fn name(&self) -> StaticName {
