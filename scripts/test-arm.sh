@@ -4,7 +4,8 @@
 # and runs them under qemu-user. The checker compares the SDK's logits on Arm with what the
 # trainer's candle networks computed on this host for the parity tests' networks, to 1e-5
 # relative. Tools (qemu-user, the aarch64 gcc for linking, the Rust target) come from
-# scripts/setup-bindings.sh.
+# scripts/setup-bindings.sh. The Arm build uses the `arm-test` profile (workspace Cargo.toml),
+# which compiles tract in two thirds of a release build's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
@@ -15,6 +16,6 @@ rm -rf "$fixtures"
 echo "test-arm: parity fixtures from the host's candle networks"
 cargo run --release -q -p mpox-e2e --example arm_fixtures -- "$fixtures"
 echo "test-arm: mpox-sdk unit tests on $target (qemu)"
-cargo test --release -p mpox-sdk --lib --target "$target"
+cargo test --profile arm-test -p mpox-sdk --lib --target "$target"
 echo "test-arm: SDK logits on $target against the host's candle logits (qemu)"
-cargo run --release -q -p mpox-sdk --example check_logits --target "$target" -- "$fixtures"
+cargo run --profile arm-test -q -p mpox-sdk --example check_logits --target "$target" -- "$fixtures"
