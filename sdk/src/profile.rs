@@ -27,11 +27,17 @@ impl NodeTime {
     /// Billions of floating-point operations per second (two per multiply-add); 0 when the node
     /// declares no arithmetic or took no measurable time.
     pub fn gflops(&self) -> f64 {
-        if self.ms > 0.0 {
-            2.0 * self.fmas as f64 / (self.ms * 1e6)
-        } else {
-            0.0
-        }
+        gflops(self.fmas, self.ms)
+    }
+}
+
+/// Billions of floating-point operations per second for `fmas` multiply-adds in `ms`
+/// milliseconds; 0 when no time was measured.
+pub fn gflops(fmas: u64, ms: f64) -> f64 {
+    if ms > 0.0 {
+        2.0 * fmas as f64 / (ms * 1e6)
+    } else {
+        0.0
     }
 }
 

@@ -162,7 +162,12 @@ fn main() {
             (None, None);
         let best =
             |a: Option<serde_json::Value>, b: Option<serde_json::Value>, key: &str| match (a, b) {
-                (Some(a), Some(b)) if b[key].as_f64() < a[key].as_f64() => Some(b),
+                (Some(a), Some(b))
+                    if b[key].as_f64().unwrap_or(f64::INFINITY)
+                        < a[key].as_f64().unwrap_or(f64::INFINITY) =>
+                {
+                    Some(b)
+                }
                 (Some(a), _) => Some(a),
                 (None, b) => b,
             };

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use mpox_e2e::{bench_models, photo};
+use mpox_sdk::profile::gflops;
 use mpox_sdk::{NodeTime, Screener, ScreenerOptions};
 
 const RUNS: usize = 30;
@@ -46,30 +47,17 @@ fn main() {
         println!("\n| {label}: operation | nodes | ms per inference | share | GFLOP/s |");
         println!("|---|---|---|---|---|");
         for (op, (count, ms, fmas)) in &kinds {
-            let kind = NodeTime {
-                name: String::new(),
-                op: op.to_string(),
-                ms: *ms,
-                fmas: *fmas,
-            };
             println!(
                 "| {op} | {count} | {ms:.2} | {:.1} % | {} |",
                 100.0 * ms / total,
-                gflops(&kind)
+                rate(*fmas, *ms)
             );
         }
+        let fmas = nodes.iter().map(|n| n.fmas).sum();
         println!(
             "| all nodes | {} | {total:.2} | 100 % | {} |",
             nodes.len(),
-            {
-                let fmas = nodes.iter().map(|n| n.fmas).sum();
-                gflops(&NodeTime {
-                    name: String::new(),
-                    op: String::new(),
-                    ms: total,
-                    fmas,
-                })
-            }
+            rate(fmas, total)
         );
         println!("\n{label}: nodes {total:.2} ms of a {whole:.2} ms inference (`Screener::infer`, median of {RUNS}); the difference is the plan's own work between nodes less the cost of the per-node clock.");
         let mut slowest: Vec<&NodeTime> = nodes.iter().collect();
@@ -84,16 +72,23 @@ fn main() {
                 10
             })
         {
-            println!("| {} | {} | {:.3} | {} |", n.name, n.op, n.ms, gflops(n));
+            println!(
+                "| {} | {} | {:.3} | {} |",
+                n.name,
+                n.op,
+                n.ms,
+                rate(n.fmas, n.ms)
+            );
         }
     }
     println!("\nmean of {RUNS} inferences after {WARMUP} warm-up ones, one thread; GFLOP/s counts two operations per multiply-add the node declares (– for nodes that declare none).");
 }
 
-fn gflops(n: &NodeTime) -> String {
-    if n.fmas == 0 {
+/// GFLOP/s for the table, a dash for nodes that declare no arithmetic.
+fn rate(fmas: u64, ms: f64) -> String {
+    if fmas == 0 {
         "–".into()
     } else {
-        format!("{:.1}", n.gflops())
+        format!("{:.1}", gflops(fmas, ms))
     }
 }

@@ -105,11 +105,6 @@ pub struct Depthwise3x3 {
 }
 
 impl Depthwise3x3 {
-    /// Output height or width for an input one.
-    pub fn out_len(&self, len: usize) -> usize {
-        out_len(self.stride, len)
-    }
-
     /// Runs the op on plain slices: `input` is `[n, c, h, w]`, `kernel` `[c, 9]`, `bias` `[c]`,
     /// `out` `[n, c, out_len(h), out_len(w)]`.
     pub fn run(

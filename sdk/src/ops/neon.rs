@@ -47,13 +47,7 @@ pub(super) unsafe fn row(taps: &[&[f32]], w: &[f32], bias: f32, relu6: bool, out
             a = vfmaq_f32(a, vdupq_n_f32(wk), vld1q_f32(t.as_ptr().add(x)));
         }
         let a = act!(a);
-        if x + 4 <= n {
-            vst1q_f32(o.add(x), a);
-        } else {
-            let mut last = [0f32; 4];
-            vst1q_f32(last.as_mut_ptr(), a);
-            out[x..].copy_from_slice(&last[..n - x]);
-        }
+        store(out, x, a);
         x += 4;
     }
 }
@@ -65,24 +59,30 @@ pub(super) unsafe fn row(taps: &[&[f32]], w: &[f32], bias: f32, relu6: bool, out
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn max_row(taps: &[&[f32]; 9], out: &mut [f32]) {
     let n = out.len();
-    let mut t = [std::ptr::null::<f32>(); 9];
-    for k in 0..9 {
-        t[k] = taps[k].as_ptr();
-    }
-    let o = out.as_mut_ptr();
+    let t: &[&[f32]] = taps;
     let mut x = 0;
     while x < n {
-        let mut a = vld1q_f32(t[0].add(x));
+        let mut a = vld1q_f32(t[0].as_ptr().add(x));
         for tk in &t[1..] {
-            a = vmaxq_f32(a, vld1q_f32(tk.add(x)));
+            a = vmaxq_f32(a, vld1q_f32(tk.as_ptr().add(x)));
         }
-        if x + 4 <= n {
-            vst1q_f32(o.add(x), a);
-        } else {
-            let mut last = [0f32; 4];
-            vst1q_f32(last.as_mut_ptr(), a);
-            out[x..].copy_from_slice(&last[..n - x]);
-        }
+        store(out, x, a);
         x += 4;
+    }
+}
+
+/// Stores the vector `a` at `out[x..]`, cut at the end of `out`.
+///
+/// # Safety
+/// As for [`row`]; `x < out.len()`.
+#[target_feature(enable = "neon")]
+unsafe fn store(out: &mut [f32], x: usize, a: float32x4_t) {
+    let n = out.len();
+    if x + 4 <= n {
+        vst1q_f32(out.as_mut_ptr().add(x), a);
+    } else {
+        let mut last = [0f32; 4];
+        vst1q_f32(last.as_mut_ptr(), a);
+        out[x..].copy_from_slice(&last[..n - x]);
     }
 }

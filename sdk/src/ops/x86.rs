@@ -47,13 +47,7 @@ pub(super) unsafe fn row(taps: &[&[f32]], w: &[f32], bias: f32, relu6: bool, out
             a = _mm256_fmadd_ps(_mm256_set1_ps(wk), _mm256_loadu_ps(t.as_ptr().add(x)), a);
         }
         let a = act!(a);
-        if x + 8 <= n {
-            _mm256_storeu_ps(o.add(x), a);
-        } else {
-            let mut last = [0f32; 8];
-            _mm256_storeu_ps(last.as_mut_ptr(), a);
-            out[x..].copy_from_slice(&last[..n - x]);
-        }
+        store(out, x, a);
         x += 8;
     }
 }
@@ -65,24 +59,30 @@ pub(super) unsafe fn row(taps: &[&[f32]], w: &[f32], bias: f32, relu6: bool, out
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn max_row(taps: &[&[f32]; 9], out: &mut [f32]) {
     let n = out.len();
-    let mut t = [std::ptr::null::<f32>(); 9];
-    for k in 0..9 {
-        t[k] = taps[k].as_ptr();
-    }
-    let o = out.as_mut_ptr();
+    let t: &[&[f32]] = taps;
     let mut x = 0;
     while x < n {
-        let mut a = _mm256_loadu_ps(t[0].add(x));
+        let mut a = _mm256_loadu_ps(t[0].as_ptr().add(x));
         for tk in &t[1..] {
-            a = _mm256_max_ps(a, _mm256_loadu_ps(tk.add(x)));
+            a = _mm256_max_ps(a, _mm256_loadu_ps(tk.as_ptr().add(x)));
         }
-        if x + 8 <= n {
-            _mm256_storeu_ps(o.add(x), a);
-        } else {
-            let mut last = [0f32; 8];
-            _mm256_storeu_ps(last.as_mut_ptr(), a);
-            out[x..].copy_from_slice(&last[..n - x]);
-        }
+        store(out, x, a);
         x += 8;
+    }
+}
+
+/// Stores the vector `a` at `out[x..]`, cut at the end of `out`.
+///
+/// # Safety
+/// As for [`row`]; `x < out.len()`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store(out: &mut [f32], x: usize, a: __m256) {
+    let n = out.len();
+    if x + 8 <= n {
+        _mm256_storeu_ps(out.as_mut_ptr().add(x), a);
+    } else {
+        let mut last = [0f32; 8];
+        _mm256_storeu_ps(last.as_mut_ptr(), a);
+        out[x..].copy_from_slice(&last[..n - x]);
     }
 }
