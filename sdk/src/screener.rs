@@ -188,28 +188,46 @@ impl Screener {
     /// Loads a model from its bytes (for apps that bundle it as an asset).
     pub fn from_bytes(bytes: &[u8], options: ScreenerOptions) -> Result<Self> {
         check_options(&options)?;
-        let sha256 = hex(&Sha256::digest(bytes));
-        if let Some(expected) = &options.expected_sha256 {
-            if !expected.trim().eq_ignore_ascii_case(&sha256) {
-                return Err(Error::ModelChecksum {
-                    expected: expected.trim().to_ascii_lowercase(),
-                    actual: sha256,
-                });
-            }
-        }
         let trusted = options
             .trusted_keys
             .iter()
             .map(|k| TrustedKey::from_hex(k))
             .collect::<Result<Vec<_>>>()?;
-        // tract is not written for hostile input: a malformed graph could panic deep inside it.
         let executor = executor(options.threads.unwrap_or(1))?;
-        let loaded =
+        // tract is not written for hostile input: a malformed graph could panic deep inside it.
+        let parse = || {
             catch_unwind(AssertUnwindSafe(|| load(bytes, &trusted, executor))).map_err(|p| {
                 Error::ModelDecode {
                     reason: format!("the model parser panicked: {}", panic_message(&p)),
                 }
-            })??;
+            })?
+        };
+        let checksum = || hex(&Sha256::digest(bytes));
+        let (sha256, loaded) = match &options.expected_sha256 {
+            // A file that must match a checksum is not parsed before it does.
+            Some(expected) => {
+                let sha256 = checksum();
+                if !expected.trim().eq_ignore_ascii_case(&sha256) {
+                    return Err(Error::ModelChecksum {
+                        expected: expected.trim().to_ascii_lowercase(),
+                        actual: sha256,
+                    });
+                }
+                (sha256, parse())
+            }
+            // Otherwise the hash (a fifth of a ResNet-18's load) runs beside the parsing.
+            // Where no thread can be started, one after the other.
+            None => std::thread::scope(|s| {
+                match std::thread::Builder::new().spawn_scoped(s, checksum) {
+                    Ok(hashing) => {
+                        let loaded = parse();
+                        (hashing.join().unwrap_or_else(|_| checksum()), loaded)
+                    }
+                    Err(_) => (checksum(), parse()),
+                }
+            }),
+        };
+        let loaded = loaded?;
         let Loaded {
             plan,
             meta,
@@ -499,11 +517,11 @@ fn load(
     model
         .set_input_fact(0, f32::fact([1, 3, s, s]).into())
         .map_err(contract_err)?;
-    let mut model = model
-        .into_typed()
-        .and_then(|m| m.into_decluttered())
-        .map_err(contract_err)?;
-    ops::rewrite(&mut model, ops::Isa::detect()).map_err(contract_err)?;
+    let isa = ops::Isa::detect();
+    let mut model = model.into_typed().map_err(contract_err)?;
+    ops::prepare(&mut model, isa).map_err(contract_err)?;
+    let mut model = model.into_decluttered().map_err(contract_err)?;
+    ops::rewrite(&mut model, isa).map_err(contract_err)?;
     let model = model.into_optimized().map_err(contract_err)?;
     let cam_size = contract::check_outputs(&model, &meta, logits_ix, cam_ix)?;
     let options = RunOptions {

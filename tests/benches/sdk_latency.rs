@@ -4,7 +4,7 @@
 //! `cargo bench -p mpox-e2e --bench sdk_latency` prints two Markdown tables (the figures in
 //! docs/results.md).
 //! Each model is measured in a child process of its own so that its peak RSS is its own.
-//! MobileNetV2 uses the ImageNet weights from the shared data folder's `weights/` (`$MPOX_SHARED`,
+//! MobileNetV2 uses the ImageNet weights from the shared data folder (`$MPOX_SHARED`,
 //! see `mpox_e2e::shared`) when present (latency does not depend on the weight values, so random
 //! weights give the same timing elsewhere).
 

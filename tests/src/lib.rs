@@ -42,6 +42,18 @@ pub fn shared() -> Option<PathBuf> {
     None
 }
 
+/// The ImageNet MobileNetV2 features in the shared folder: `weights/` holds them as safetensors,
+/// `reference/` the same tensors as a PyTorch checkpoint; some copies of the folder carry only
+/// the second, which the trainer reads as well.
+pub fn imagenet_features(shared: &Path) -> PathBuf {
+    let safetensors = shared.join("weights/mobilenet_v2_imagenet_features.safetensors");
+    if safetensors.is_file() {
+        safetensors
+    } else {
+        shared.join("reference/mobilenet_v2_imagenet_features.pth")
+    }
+}
+
 /// A fresh temporary folder for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mpox-e2e-{name}-{}", std::process::id()));
@@ -197,7 +209,7 @@ pub fn bench_models() -> Vec<(String, PathBuf)> {
     let (net, label) = match shared() {
         Some(shared) => {
             let net = Network::new(mobilenet, 2, 1, &Device::Cpu).expect("MobileNetV2");
-            net.load_weights(&shared.join("weights/mobilenet_v2_imagenet_features.safetensors"))
+            net.load_weights(&imagenet_features(&shared))
                 .expect("ImageNet weights");
             (net, "MobileNetV2-1.0 (ImageNet weights)")
         }

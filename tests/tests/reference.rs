@@ -74,10 +74,13 @@ fn mobilenet_v2_matches_torchvision() {
 #[test]
 fn imagenet_features_load_with_nothing_missing_from_safetensors_and_pth() {
     let Some(dir) = shared() else { return };
+    let safetensors = dir.join("weights/mobilenet_v2_imagenet_features.safetensors");
+    if !safetensors.is_file() {
+        eprintln!("note: {} not found; test skipped", safetensors.display());
+        return;
+    }
     let a = Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, 0, &Device::Cpu).unwrap();
-    let ra = a
-        .load_weights(&dir.join("weights/mobilenet_v2_imagenet_features.safetensors"))
-        .unwrap();
+    let ra = a.load_weights(&safetensors).unwrap();
     // 52 convolutions + 52 BatchNorms × 4 tensors; only the new head is left at its initial values.
     assert_eq!(ra.loaded, 260);
     assert_eq!(ra.head_kept.len(), 2);

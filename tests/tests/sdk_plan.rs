@@ -1,6 +1,6 @@
-//! The plan the SDK runs: MobileNetV2's stem and depthwise convolutions (their ReLU6 fused) and
-//! ResNet-18's max pool go through the SDK's own ops, and `Screener::profile` accounts for the
-//! nodes of that plan.
+//! The plan the SDK runs: MobileNetV2's and ResNet-18's convolutions (their activations and
+//! residual additions fused) and ResNet-18's max pool go through the SDK's own ops, and
+//! `Screener::profile` accounts for the nodes of that plan.
 
 use mpox_e2e::{export, photo, random_network, tiny_model};
 use mpox_sdk::{Error, Screener, ScreenerOptions};
@@ -22,9 +22,14 @@ fn mobilenet_depthwise_convolutions_run_the_sdks_op() {
     // MobileNetV2 has 17 depthwise 3×3 convolutions, every one followed by a ReLU6.
     assert_eq!(count("SdkDepthwise3x3"), 17, "{nodes:#?}");
     assert_eq!(count("DepthWiseConv"), 0);
-    // The stem runs the SDK's dense op, and every ReLU6 is fused into a convolution.
-    assert_eq!(count("SdkConv3x3"), 1, "{nodes:#?}");
-    assert_eq!(count("OptBinChain(Max+Min)"), 0, "{nodes:#?}");
+    // The stem, the 34 pointwise convolutions of the blocks and the last one run the SDK's dense
+    // op; every ReLU6 and every residual addition is fused into a convolution.
+    assert_eq!(count("SdkConv"), 36, "{nodes:#?}");
+    let ops: Vec<&str> = nodes.iter().map(|n| n.op.as_str()).collect();
+    assert!(
+        !ops.iter().any(|o| o.contains("Max") || o.contains("Add")),
+        "{ops:?}"
+    );
     assert!(nodes.iter().all(|n| n.ms >= 0.0));
     assert!(nodes.iter().map(|n| n.ms).sum::<f64>() > 0.0);
     let dw_fmas: u64 = nodes
@@ -45,7 +50,7 @@ fn profile_refuses_a_wrong_input_length() {
 }
 
 #[test]
-fn resnet_max_pool_runs_the_sdks_op() {
+fn resnet_convolutions_and_max_pool_run_the_sdks_ops() {
     let bytes = export(&random_network(Arch::ResNet18, 2, 5), 64);
     let screener = Screener::from_bytes(&bytes, ScreenerOptions::default()).unwrap();
     let input = vec![0.25f32; screener.info().meta.preprocessing.tensor_len()];
@@ -57,6 +62,14 @@ fn resnet_max_pool_runs_the_sdks_op() {
         "{ops:?}"
     );
     assert!(!ops.contains(&"OptMaxPool"), "{ops:?}");
+    // The 16 3×3 convolutions of the blocks (their ReLUs and residual additions fused) and the
+    // class-map head's 1×1; the 7×7 stem and the three strided 1×1 projections stay tract's.
+    assert_eq!(
+        ops.iter().filter(|&&o| o == "SdkConv").count(),
+        17,
+        "{ops:?}"
+    );
+    assert!(!ops.iter().any(|o| o.contains("Add")), "{ops:?}");
 }
 
 #[test]

@@ -1,19 +1,23 @@
-//! The SDK's own ops over 3×3 windows, which replace tract's generic ones in a loaded plan: the
-//! depthwise convolution (bias and an optional ReLU6 fused) and the max pool, with their SIMD row
-//! kernels.
+//! The SDK's own ops, which replace tract's generic ones in a loaded plan: the depthwise 3×3
+//! convolution (bias and an optional ReLU6 fused), the dense 1×1 and 3×3 convolutions (bias,
+//! ReLU or ReLU6 and a residual addition fused; [`gemm`] is their matrix product) and the 3×3 max
+//! pool, with their SIMD kernels.
 //!
-//! MobileNetV2 spent 46 % of its time in tract's depthwise convolutions and ResNet-18 6 % in
-//! tract's max pool (`cargo bench -p mpox-e2e --bench sdk_profile`, docs/results.md). Both ops
+//! MobileNetV2 spent 46 % of its time in tract's depthwise convolutions, ResNet-18 6 % in
+//! tract's max pool, and both most of the rest in tract's matrix products and the packing of
+//! their operands (`cargo bench -p mpox-e2e --bench sdk_profile`, docs/results.md). The 3×3 ops
 //! copy a channel once into bordered planes laid out so that each of the nine taps of every
 //! output point is one contiguous slice; the kernels below are then a plain multiply-add (or
-//! max) over nine slices, vectorised along them.
+//! max) over slices, vectorised along them.
 
+pub mod gemm;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use gemm::Activation;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -32,6 +36,9 @@ pub enum Isa {
     /// x86_64 AVX2 with fused multiply-add.
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// x86_64 AVX-512F (with AVX2 and FMA): 16-lane matrix tiles, the AVX2 row kernels.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     /// aarch64 Advanced SIMD.
     #[cfg(target_arch = "aarch64")]
     Neon,
@@ -43,6 +50,9 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
             return Isa::Avx2Fma;
         }
         #[cfg(target_arch = "aarch64")]
@@ -55,10 +65,69 @@ impl Isa {
     /// Every kernel this CPU can run, the portable one first (for tests and benchmarks).
     pub fn available() -> Vec<Isa> {
         let mut all = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect() == Isa::Avx512 {
+            all.push(Isa::Avx2Fma);
+        }
         if Isa::detect() != Isa::Portable {
             all.push(Isa::detect());
         }
         all
+    }
+
+    /// Rows and columns of the matrix tile [`gemm::gemm`] computes per kernel call.
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            Isa::Portable => (gemm::portable::MR, gemm::portable::NR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => (x86::MR_256, x86::NR_256),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => (x86::MR_512, x86::NR_512),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => (neon::MR, neon::NR),
+        }
+    }
+
+    /// Whether [`Isa::tail_kernel`] runs here.
+    fn masks_tails(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::Avx512 {
+            return true;
+        }
+        false
+    }
+
+    /// Runs the matrix tile on the last `cols` (< nr) columns of a product without reading or
+    /// writing past them; only where [`Isa::masks_tails`] (elsewhere the caller copies the
+    /// columns out and runs the whole tile).
+    ///
+    /// # Safety
+    /// As for [`Isa::tile_kernel`], with `cols` in place of `nr`.
+    unsafe fn tail_kernel(self, t: &gemm::Tile, x: usize, cols: usize, out: *mut f32, ldo: usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::tile_512_tail(t, x, cols, out, ldo),
+            _ => unreachable!("{self:?} does not mask tails"),
+        }
+    }
+
+    /// Runs the matrix tile.
+    ///
+    /// # Safety
+    /// Every `t.src[t.offsets[k] + x..][..nr]` lies within `t.src`, `t` holds `mr` rows of
+    /// weights and biases, and `out` is writable at `r·ldo + j` for `r < mr`, `j < nr`
+    /// (`(mr, nr) = self.tile()`).
+    unsafe fn tile_kernel(self, t: &gemm::Tile, x: usize, out: *mut f32, ldo: usize) {
+        match self {
+            Isa::Portable => gemm::portable::tile(t, x, out, ldo),
+            // SAFETY: `detect` chose these kernels only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => x86::tile_256(t, x, out, ldo),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::tile_512(t, x, out, ldo),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::tile(t, x, out, ldo),
+        }
     }
 
     /// `out[x] = clamp(bias + Σ_k w[k]·taps[k][x])` for every `x` of `out`.
@@ -70,7 +139,7 @@ impl Isa {
             Isa::Portable => portable::row(taps, w, bias, relu6, out),
             // SAFETY: `detect` chose this kernel only where the CPU has the features.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { x86::row(taps, w, bias, relu6, out) },
+            Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::row(taps, w, bias, relu6, out) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { neon::row(taps, w, bias, relu6, out) },
         }
@@ -84,7 +153,7 @@ impl Isa {
             Isa::Portable => portable::max_row(taps, out),
             // SAFETY: `detect` chose this kernel only where the CPU has the features.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { x86::max_row(taps, out) },
+            Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::max_row(taps, out) },
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => unsafe { neon::max_row(taps, out) },
         }
@@ -180,61 +249,187 @@ fn each_channel(
     planes_in(0, input, out);
 }
 
-/// Largest input channel count [`Conv3x3`] takes: a network's stem reads the three colour
-/// channels; with more, tract's matrix product is the better tool.
-const MAX_DENSE_CHANNELS: usize = 4;
-
-/// Dense 3×3 convolution of an NCHW (or CHW) tensor with at most [`MAX_DENSE_CHANNELS`] input
-/// channels (MobileNetV2's stem), padding 1 on every side, stride 1 or 2, with its bias and
-/// optionally ReLU6 fused. Inputs: the image, the kernel `[C_out, C_in·9]` (OIHW order) and the
-/// bias `[C_out]`.
+/// Dense convolution of an NCHW (or CHW) tensor through [`gemm::gemm`], read straight from the
+/// image: 1×1 with stride 1, or 3×3 with padding 1 and stride 1 or 2 (read from [`Planes`]); any
+/// number of channels; the bias and activation fused, and optionally a residual added before
+/// the activation (`act(conv(x) + r)`). Inputs: the image, the kernel (OIHW, as the model holds
+/// it), the bias `[co]`, and the residual when there is one (the output's shape).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Conv3x3 {
-    /// 1 or 2, along both axes.
+pub struct DenseConv {
+    /// Window side: 1 or 3.
+    pub size: usize,
+    /// 1, or 2 for a 3×3 window; along both axes.
     pub stride: usize,
-    /// Clamp the output to [0, 6].
-    pub relu6: bool,
-    /// The row kernel.
+    /// Output channels.
+    pub co: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Applied last.
+    pub act: Activation,
+    /// Whether a fourth input is added to the convolution.
+    pub residual: bool,
+    /// The matrix kernel.
     pub isa: Isa,
 }
 
-impl Conv3x3 {
-    /// Runs the op on plain slices: `input` is `[n, ci, h, w]`, `kernel` `[co, ci·9]`, `bias`
-    /// `[co]`, `out` `[n, co, ho, wo]`.
+impl DenseConv {
+    /// Output height or width for an input one.
+    fn out_len(&self, len: usize) -> usize {
+        if self.size == 1 {
+            len
+        } else {
+            out_len(self.stride, len)
+        }
+    }
+
+    /// Runs the op on plain slices: `input` is `[n, ci, h, w]`, `residual` and `out`
+    /// `[n, co, ho, wo]`.
     pub fn run(
         &self,
         input: &[f32],
-        (n, ci, h, w): (usize, usize, usize, usize),
-        kernel: &[f32],
-        bias: &[f32],
+        (n, c, h, w): (usize, usize, usize, usize),
+        weights: gemm::Weights,
+        residual: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let co = bias.len();
-        let (ho, wo) = (out_len(self.stride, h), out_len(self.stride, w));
-        assert!(kernel.len() == co * ci * 9 && input.len() == n * ci * h * w);
-        assert!(out.len() == n * co * ho * wo);
-        if ho * wo == 0 || ci == 0 {
+        let (ho, wo) = (self.out_len(h), self.out_len(w));
+        let taps = self.size * self.size;
+        assert!(c == self.ci && weights.k == c * taps && weights.m == self.co);
+        assert!(
+            self.size == 3 || self.stride == 1,
+            "a 1×1 window has stride 1"
+        );
+        assert!(input.len() == n * c * h * w && out.len() == n * self.co * ho * wo);
+        if out.is_empty() {
             return;
         }
-        let mut planes: Vec<Planes> = (0..ci)
-            .map(|_| Planes::new(self.stride, 0.0, h, w, ho, wo))
-            .collect();
-        let mut long = vec![0f32; planes[0].long_len()];
-        for (img, dst) in input
-            .chunks_exact(ci * h * w)
-            .zip(out.chunks_exact_mut(co * ho * wo))
-        {
-            for (plane, channel) in planes.iter_mut().zip(img.chunks_exact(h * w)) {
-                plane.fill(channel);
+        let act = if residual.is_some() {
+            Activation::Linear
+        } else {
+            self.act
+        };
+        let images = input
+            .chunks_exact((c * h * w).max(1))
+            .zip(out.chunks_exact_mut(self.co * ho * wo));
+        if self.size == 1 {
+            let hw = h * w;
+            let offsets: Vec<usize> = (0..c).map(|ch| ch * hw).collect();
+            for (img, dst) in images {
+                gemm::gemm(self.isa, weights, img, &offsets, hw, act, dst, hw);
             }
-            let taps: Vec<&[f32]> = planes.iter().flat_map(|p| p.taps()).collect();
-            for (o, dst) in dst.chunks_exact_mut(ho * wo).enumerate() {
-                let wk = &kernel[o * ci * 9..(o + 1) * ci * 9];
-                self.isa.row(&taps, wk, bias[o], self.relu6, &mut long);
-                planes[0].scatter(&long, dst);
+        } else {
+            let geometry = Planes::geometry(self.stride, h, w, ho, wo);
+            let per = Planes::channel_len(self.stride, h, w);
+            let offsets: Vec<usize> = (0..c)
+                .flat_map(|ch| geometry.offsets().map(|o| ch * per + o))
+                .collect();
+            let long = geometry.long_len();
+            let mut planes = vec![0f32; c * per];
+            let mut longs = vec![0f32; self.co * long];
+            for (img, dst) in images {
+                for (ch, channel) in img.chunks_exact(h * w).enumerate() {
+                    geometry.fill_into(&mut planes[ch * per..][..per], channel);
+                }
+                gemm::gemm(
+                    self.isa, weights, &planes, &offsets, long, act, &mut longs, long,
+                );
+                for (o, d) in dst.chunks_exact_mut(ho * wo).enumerate() {
+                    geometry.scatter(&longs[o * long..][..long], d);
+                }
+            }
+        }
+        if let Some(r) = residual {
+            assert_eq!(r.len(), out.len());
+            for (o, &r) in out.iter_mut().zip(r) {
+                *o = self.act.apply(*o + r);
             }
         }
     }
+}
+
+impl Op for DenseConv {
+    fn name(&self) -> StaticName {
+        "SdkConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{0}×{0} stride {1}, {2}→{3}, {4:?}, residual {5}, {6:?}",
+            self.size, self.stride, self.ci, self.co, self.act, self.residual, self.isa
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DenseConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let img = &inputs[0];
+        let dims = nchw("SdkConv", img.shape())?;
+        ensure!(
+            dims.1 == self.ci,
+            "SdkConv: {} input channels, not {}",
+            dims.1,
+            self.ci
+        );
+        let weights = gemm::Weights {
+            m: self.co,
+            k: self.ci * self.size * self.size,
+            weights: inputs[1].try_as_plain_ram()?.as_slice::<f32>()?,
+            bias: inputs[2].try_as_plain_ram()?.as_slice::<f32>()?,
+        };
+        let mut shape: TVec<usize> = img.shape().into();
+        let r = shape.len();
+        shape[r - 3] = self.co;
+        shape[r - 2] = self.out_len(dims.2);
+        shape[r - 1] = self.out_len(dims.3);
+        let residual = if self.residual {
+            ensure!(inputs[3].shape() == &*shape, "SdkConv: residual shape");
+            Some(inputs[3].try_as_plain_ram()?.as_slice::<f32>()?)
+        } else {
+            None
+        };
+        // SAFETY: the product writes every element of the output.
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&shape)? };
+        self.run(
+            img.try_as_plain_ram()?.as_slice::<f32>()?,
+            dims,
+            weights,
+            residual,
+            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+        );
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for DenseConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let mut shape = inputs[0].shape.clone();
+        let r = shape.rank();
+        ensure!(r == 3 || r == 4, "SdkConv takes NCHW or CHW input");
+        shape.set(r - 3, self.co.into());
+        for axis in [r - 2, r - 1] {
+            let len = self.out_len(shape[axis].to_usize()?);
+            shape.set(axis, len.into());
+        }
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let out = self.output_facts(inputs)?;
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            out[0].shape.volume() * (self.ci * self.size * self.size)
+        )))
+    }
+
+    as_op!();
 }
 
 /// Max pool 3×3 of an NCHW (or CHW) tensor, padding 1 on every side (padding never wins),
@@ -275,9 +470,11 @@ struct Planes {
     w: usize,
     /// Values per plane row.
     pitch: usize,
+    /// Values per plane.
+    plane: usize,
     /// Stride 1: `[padded]`. Stride 2: `[even rows even cols, even rows odd cols, odd rows
-    /// even cols, odd rows odd cols]` of the padded channel.
-    planes: Vec<Vec<f32>>,
+    /// even cols, odd rows odd cols]` of the padded channel, one after another.
+    buf: Vec<f32>,
     /// Output rows and columns.
     ho: usize,
     wo: usize,
@@ -285,22 +482,41 @@ struct Planes {
 
 impl Planes {
     fn new(stride: usize, border: f32, h: usize, w: usize, ho: usize, wo: usize) -> Planes {
-        let (pitch, rows, count) = if stride == 1 {
-            (w + 2, h + 2, 1)
-        } else {
-            (wo + 1, ho + 1, 4)
-        };
-        // Room for the kernels' whole-vector reads past the last point.
-        let len = rows * pitch + LANES;
+        Planes {
+            // Room for the row kernels' whole-vector reads past the last point.
+            buf: vec![border; Planes::channel_len(stride, h, w) + LANES],
+            ..Planes::geometry(stride, h, w, ho, wo)
+        }
+    }
+
+    /// The layout alone, for callers that keep the planes of many channels in one buffer.
+    fn geometry(stride: usize, h: usize, w: usize, ho: usize, wo: usize) -> Planes {
+        let (pitch, rows) = Planes::layout(stride, h, w);
         Planes {
             stride,
             h,
             w,
             pitch,
-            planes: vec![vec![border; len]; count],
+            plane: rows * pitch,
+            buf: Vec::new(),
             ho,
             wo,
         }
+    }
+
+    /// Values per plane row and rows per plane.
+    fn layout(stride: usize, h: usize, w: usize) -> (usize, usize) {
+        if stride == 1 {
+            (w + 2, h + 2)
+        } else {
+            (out_len(2, w) + 1, out_len(2, h) + 1)
+        }
+    }
+
+    /// Values the planes of one channel take.
+    fn channel_len(stride: usize, h: usize, w: usize) -> usize {
+        let (pitch, rows) = Planes::layout(stride, h, w);
+        rows * pitch * if stride == 1 { 1 } else { 4 }
     }
 
     /// Length of the long output row: the output channel in pitch layout.
@@ -317,20 +533,27 @@ impl Planes {
 
     /// Copies one `h × w` channel in; the borders keep their value.
     fn fill(&mut self, img: &[f32]) {
-        let p = self.pitch;
+        let mut buf = std::mem::take(&mut self.buf);
+        self.fill_into(&mut buf, img);
+        self.buf = buf;
+    }
+
+    /// Copies one `h × w` channel into `dst` laid out as this channel's planes (see
+    /// [`Planes::offsets`]); what `dst` holds at the borders stays.
+    fn fill_into(&self, dst: &mut [f32], img: &[f32]) {
+        let (p, plane) = (self.pitch, self.plane);
         for (y, src) in img.chunks_exact(self.w).enumerate().take(self.h) {
             if self.stride == 1 {
                 let r = (y + 1) * p + 1;
-                self.planes[0][r..r + self.w].copy_from_slice(src);
+                dst[r..r + self.w].copy_from_slice(src);
                 continue;
             }
             // Padded (y + 1, x + 1): row parity picks the pair of planes, even x lands in the
             // odd-column plane at x / 2, odd x in the even-column one at (x + 1) / 2.
             let padded_y = y + 1;
             let (parity, r) = (padded_y % 2, padded_y / 2 * p);
-            let [even_cols, odd_cols] = &mut self.planes[2 * parity..2 * parity + 2] else {
-                unreachable!("four planes for stride 2");
-            };
+            let pair = &mut dst[2 * parity * plane..(2 * parity + 2) * plane];
+            let (even_cols, odd_cols) = pair.split_at_mut(plane);
             let (even, odd) = (&mut even_cols[r + 1..r + p], &mut odd_cols[r..r + p]);
             let pairs = src.chunks_exact(2);
             if let [last] = pairs.remainder() {
@@ -343,19 +566,25 @@ impl Planes {
         }
     }
 
-    /// The nine tap slices in kernel order (row-major 3×3), each running on to the end of its
-    /// plane, so the kernels may read whole vectors past the long row's end.
-    fn taps(&self) -> [&[f32]; 9] {
+    /// Where each of the nine taps (kernel order, row-major 3×3) starts in a channel's planes:
+    /// tap k of output point i of the long row is at `offsets[k] + i`.
+    fn offsets(&self) -> [usize; 9] {
         let p = self.pitch;
-        let planes = &self.planes;
-        if self.stride == 1 {
-            std::array::from_fn(|k| &planes[0][(k / 3) * p + k % 3..])
-        } else {
-            std::array::from_fn(|k| {
-                let (ky, kx) = (k / 3, k % 3);
-                &planes[2 * (ky % 2) + kx % 2][(ky / 2) * p + kx / 2..]
-            })
-        }
+        std::array::from_fn(|k| {
+            let (ky, kx) = (k / 3, k % 3);
+            if self.stride == 1 {
+                ky * p + kx
+            } else {
+                (2 * (ky % 2) + kx % 2) * self.plane + (ky / 2) * p + kx / 2
+            }
+        })
+    }
+
+    /// The nine tap slices of the filled planes, each running on to the end of the buffer, so
+    /// the row kernels may read whole vectors past the long row's end.
+    fn taps(&self) -> [&[f32]; 9] {
+        let offsets = self.offsets();
+        std::array::from_fn(|k| &self.buf[offsets[k]..])
     }
 }
 
@@ -482,7 +711,6 @@ macro_rules! conv_op {
 }
 
 conv_op!(Depthwise3x3, "SdkDepthwise3x3", |_| 9);
-conv_op!(Conv3x3, "SdkConv3x3", |ci| ci * 9);
 
 impl Op for MaxPool3x3 {
     fn name(&self) -> StaticName {
@@ -515,11 +743,111 @@ impl TypedOp for MaxPool3x3 {
     as_op!();
 }
 
-/// Replaces, in a decluttered model, every f32 3×3 depthwise convolution, dense convolution of
-/// at most [`MAX_DENSE_CHANNELS`] input channels, and max pool that the SDK's ops compute (NCHW
-/// or CHW, padding 1, stride 1 or 2, no dilation; constant kernel and bias) by
-/// [`Depthwise3x3`], [`Conv3x3`] and [`MaxPool3x3`] running `isa`, fusing into a convolution a
-/// ReLU6 that follows it alone. Returns how many nodes it replaced.
+/// Replaces, in a typed model before tract declutters it (which would turn them into generic
+/// matrix products), every f32 1×1 convolution of stride 1 without padding (NCHW or CHW,
+/// constant kernel and bias) by [`DenseConv`] running `isa`. [`rewrite`]
+/// then folds what follows them. Returns how many nodes it replaced.
+pub fn prepare(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+    // Biases arrive behind casts that only constant propagation folds.
+    model.prop_consts()?;
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let (ci, co) = (
+            conv.pool_spec.input_channels,
+            conv.pool_spec.output_channels,
+        );
+        let plain = conv.q_params.is_none()
+            && conv.kernel_fmt == KernelFormat::OIHW
+            && conv.group == 1
+            && node.inputs.len() == 3;
+        if !plain || !pointwise(model, node, &conv.pool_spec)? {
+            continue;
+        }
+        let kernel = model.outlet_fact(node.inputs[1])?.konst.clone();
+        let bias = model.outlet_fact(node.inputs[2])?.konst.clone();
+        let (Some(kernel), Some(bias)) = (kernel, bias) else {
+            continue;
+        };
+        let Some(bias) = bias_of(&bias, co)? else {
+            continue;
+        };
+        if kernel.datum_type() != f32::datum_type() {
+            continue;
+        }
+        let name = node.name.clone();
+        let mut patch = TypedModelPatch::new("sdk-pointwise");
+        // The kernel is read where the model holds it: wired, not copied.
+        let inputs = [
+            patch.tap_model(model, node.inputs[0])?,
+            patch.tap_model(model, node.inputs[1])?,
+            patch.add_const(format!("{name}.sdk_bias"), bias)?,
+        ];
+        let op = DenseConv {
+            size: 1,
+            stride: 1,
+            co,
+            ci,
+            act: Activation::Linear,
+            residual: false,
+            isa,
+        };
+        let out = patch.wire_node(&name, op, &inputs)?[0];
+        patch.shunt_outside(model, OutletId::new(id, 0), out)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    model.compact()?;
+    Ok(replaced)
+}
+
+/// Folds into a [`DenseConv`] node the residual added to its output alone and the activation
+/// after it, when they are there; returns whether it changed the model.
+fn fuse_dense(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(op) = node.op_as::<DenseConv>() else {
+        return Ok(false);
+    };
+    if op.residual || op.act != Activation::Linear {
+        return Ok(false);
+    }
+    let (after_add, residual) = match bin_successor(model, id, "Add", None)? {
+        Some((add, other)) => (add, Some(other)),
+        None => (id, None),
+    };
+    let (last, act) = activation_after(model, after_add)?;
+    if last == id {
+        return Ok(false);
+    }
+    let fused = DenseConv {
+        act,
+        residual: residual.is_some(),
+        ..op.clone()
+    };
+    let mut patch = TypedModelPatch::new("sdk-conv-fuse");
+    let mut inputs: Vec<OutletId> = node
+        .inputs
+        .iter()
+        .map(|&i| patch.tap_model(model, i))
+        .collect::<TractResult<_>>()?;
+    if let Some(r) = residual {
+        inputs.push(patch.tap_model(model, r)?);
+    }
+    let out = patch.wire_node(&node.name, fused, &inputs)?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), out)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// Replaces, in a decluttered model, every f32 3×3 depthwise or dense convolution and max pool
+/// that the SDK's ops compute (NCHW or CHW, padding 1, stride 1 or 2, no dilation; constant
+/// kernel and bias) by [`Depthwise3x3`], [`DenseConv`] and [`MaxPool3x3`] running `isa`; folds
+/// into a depthwise convolution a ReLU6 that follows it alone, and into every [`DenseConv`]
+/// (also those [`prepare`] made) the residual added to it alone and the activation after.
+/// Returns how many nodes it replaced.
 pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
@@ -551,7 +879,7 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
             && conv.kernel_fmt == KernelFormat::OIHW
             && node.inputs.len() == 3;
         let depthwise = plain && conv.group == ci && co == ci;
-        let dense = plain && conv.group == 1 && ci <= MAX_DENSE_CHANNELS;
+        let dense = plain && conv.group == 1;
         let Some(stride) = window_stride(model, node, &conv.pool_spec)? else {
             continue;
         };
@@ -560,37 +888,89 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
         let (true, Some(kernel), Some(bias)) = (depthwise || dense, kernel, bias) else {
             continue;
         };
-        let bias = if bias.len() == 1 {
-            let b = bias.cast_to_scalar::<f32>()?;
-            tensor1(&vec![b; co])
-        } else if bias.len() == co {
-            bias.into_tensor().into_shape(&[co])?
-        } else {
+        if kernel.datum_type() != f32::datum_type() {
             continue;
-        };
-        let kernel = kernel
-            .into_tensor()
-            .into_shape(&[co, if depthwise { 9 } else { ci * 9 }])?;
-        // A ReLU6 read only by this convolution is folded into it.
-        let (last, relu6) = match relu6_after(model, id)? {
-            Some(clip) => (clip, true),
-            None => (id, false),
+        }
+        let Some(bias) = bias_of(&bias, co)? else {
+            continue;
         };
         let mut patch = TypedModelPatch::new("sdk-conv");
         let x = patch.tap_model(model, node.inputs[0])?;
-        let k = patch.add_const(format!("{name}.sdk_kernel"), kernel)?;
-        let b = patch.add_const(format!("{name}.sdk_bias"), bias)?;
-        let out = if depthwise {
-            patch.wire_node(&name, Depthwise3x3 { stride, relu6, isa }, &[x, k, b])?[0]
+        if depthwise {
+            let kernel = kernel.into_tensor().into_shape(&[co, 9])?;
+            // A ReLU6 read only by this convolution is folded into it.
+            let (last, relu6) = match relu6_after(model, id)? {
+                Some(clip) => (clip, true),
+                None => (id, false),
+            };
+            let k = patch.add_const(format!("{name}.sdk_kernel"), kernel)?;
+            let b = patch.add_const(format!("{name}.sdk_bias"), bias)?;
+            let op = Depthwise3x3 { stride, relu6, isa };
+            let out = patch.wire_node(&name, op, &[x, k, b])?[0];
+            patch.shunt_outside(model, OutletId::new(last, 0), out)?;
         } else {
-            patch.wire_node(&name, Conv3x3 { stride, relu6, isa }, &[x, k, b])?[0]
-        };
-        patch.shunt_outside(model, OutletId::new(last, 0), out)?;
+            // The kernel is read where the model holds it: wired, not copied.
+            let k = patch.tap_model(model, node.inputs[1])?;
+            let b = patch.add_const(format!("{name}.sdk_bias"), bias)?;
+            let op = DenseConv {
+                size: 3,
+                stride,
+                co,
+                ci,
+                act: Activation::Linear,
+                residual: false,
+                isa,
+            };
+            let out = patch.wire_node(&name, op, &[x, k, b])?[0];
+            patch.shunt_outside(model, OutletId::new(id, 0), out)?;
+        }
         patch.apply(model)?;
         replaced += 1;
     }
+    for id in model.eval_order()? {
+        fuse_dense(model, id)?;
+    }
     model.compact()?;
     Ok(replaced)
+}
+
+/// A convolution's bias as `[co]` f32 values (ONNX allows one for all), `None` when it is
+/// neither.
+fn bias_of(bias: &Tensor, co: usize) -> TractResult<Option<Tensor>> {
+    Ok(if bias.len() == 1 {
+        let b = bias.cast_to_scalar::<f32>()?;
+        Some(tensor1(&vec![b; co]))
+    } else if bias.len() == co {
+        Some(bias.cast_to::<f32>()?.into_owned().into_shape(&[co])?)
+    } else {
+        None
+    })
+}
+
+/// Whether `spec` describes a 1×1 window, stride 1, no padding, over `node`'s f32 NCHW or CHW
+/// input: a product [`DenseConv`] computes.
+fn pointwise(model: &TypedModel, node: &TypedNode, spec: &PoolSpec) -> TractResult<bool> {
+    let x = model.outlet_fact(node.inputs[0])?;
+    let c = spec.input_channels;
+    let zeros = |v: &TVec<usize>| v.iter().all(|&p| p == 0);
+    Ok(x.datum_type == f32::datum_type()
+        && x.shape
+            .as_concrete()
+            .is_some_and(|s| match spec.data_format {
+                DataFormat::NCHW => s.len() == 4 && s[1] == c,
+                DataFormat::CHW => s.len() == 3 && s[0] == c,
+                _ => false,
+            })
+        && spec.kernel_shape.as_slice() == [1, 1]
+        && spec
+            .strides
+            .as_ref()
+            .is_none_or(|s| s.iter().all(|&s| s == 1))
+        && match &spec.padding {
+            PaddingSpec::Valid => true,
+            PaddingSpec::Explicit(b, a) => zeros(b) && zeros(a),
+            _ => false,
+        })
 }
 
 /// The stride when `spec` describes a 3×3 window the SDK's ops compute over `node`'s f32 input
@@ -635,44 +1015,74 @@ fn window_stride(
 /// The node that clamps `id`'s output to [0, 6] (ONNX `Clip(0, 6)`, which tract declutters to
 /// `Max(x, 0)` then `Min(x, 6)`) when nothing else reads the values before the clamp.
 fn relu6_after(model: &TypedModel, id: usize) -> TractResult<Option<usize>> {
-    /// The only node reading `id`'s output when it applies the binary op `name` with a uniform
-    /// constant equal to `value`.
-    fn only_bin_successor(
-        model: &TypedModel,
-        id: usize,
-        name: &str,
-        value: f32,
-    ) -> TractResult<Option<usize>> {
-        let node = model.node(id);
-        let [succ] = node.outputs[0].successors.as_slice() else {
-            return Ok(None);
-        };
-        if model.outputs.contains(&OutletId::new(id, 0)) {
-            return Ok(None);
-        }
-        let next = model.node(succ.node);
-        let Some(bin) = next.op_as::<TypedBinOp>() else {
-            return Ok(None);
-        };
-        if bin.0.name() != name || next.inputs.len() != 2 {
-            return Ok(None);
-        }
-        let other = next.inputs[1 - succ.slot];
-        let Some(k) = model.outlet_fact(other)?.konst.as_ref() else {
-            return Ok(None);
-        };
-        let uniform = k.datum_type() == f32::datum_type()
-            && k.is_uniform()
-            && k.cast_to_scalar::<f32>()? == value;
-        // The clamp must not broadcast the convolution's output to a larger shape.
-        let same_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape
-            == model.outlet_fact(OutletId::new(id, 0))?.shape;
-        Ok((uniform && same_shape).then_some(next.id))
-    }
-    let Some(max) = only_bin_successor(model, id, "Max", 0.0)? else {
+    let Some(max) = only_bin_successor(model, id, "Max", Some(0.0))? else {
         return Ok(None);
     };
-    only_bin_successor(model, max, "Min", 6.0)
+    only_bin_successor(model, max, "Min", Some(6.0))
+}
+
+/// The activation that alone reads `id`'s output, if any: the node whose output carries the
+/// activated values and which activation (ReLU6 before ReLU, as ReLU6 starts with one).
+fn activation_after(model: &TypedModel, id: usize) -> TractResult<(usize, Activation)> {
+    if let Some(clip) = relu6_after(model, id)? {
+        return Ok((clip, Activation::Relu6));
+    }
+    Ok(match only_bin_successor(model, id, "Max", Some(0.0))? {
+        Some(relu) => (relu, Activation::Relu),
+        None => (id, Activation::Linear),
+    })
+}
+
+/// The only node reading `id`'s output when it applies the binary op `name` to it and another
+/// input of the same shape: a uniform constant equal to `value` when one is given, else any
+/// wire (then returned too).
+fn only_bin_successor(
+    model: &TypedModel,
+    id: usize,
+    name: &str,
+    value: Option<f32>,
+) -> TractResult<Option<usize>> {
+    Ok(bin_successor(model, id, name, value)?.map(|(next, _)| next))
+}
+
+/// As [`only_bin_successor`], with the other input's outlet.
+fn bin_successor(
+    model: &TypedModel,
+    id: usize,
+    name: &str,
+    value: Option<f32>,
+) -> TractResult<Option<(usize, OutletId)>> {
+    let node = model.node(id);
+    let [succ] = node.outputs[0].successors.as_slice() else {
+        return Ok(None);
+    };
+    if model.outputs.contains(&OutletId::new(id, 0)) {
+        return Ok(None);
+    }
+    let next = model.node(succ.node);
+    let Some(bin) = next.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    if bin.0.name() != name || next.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let other = next.inputs[1 - succ.slot];
+    let fact = model.outlet_fact(other)?;
+    let ours = model.outlet_fact(OutletId::new(id, 0))?;
+    let other_ok = match value {
+        Some(value) => fact.konst.as_ref().is_some_and(|k| {
+            k.datum_type() == f32::datum_type()
+                && k.is_uniform()
+                && k.cast_to_scalar::<f32>().is_ok_and(|v| v == value)
+        }),
+        // A residual: the same shape, values computed elsewhere.
+        None => {
+            fact.konst.is_none() && fact.shape == ours.shape && fact.datum_type == ours.datum_type
+        }
+    };
+    // The operation must not broadcast the convolution's output to a larger shape.
+    let same_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape == ours.shape;
+    Ok((other_ok && same_shape).then_some((next.id, other)))
 }
 
 #[cfg(test)]

@@ -86,3 +86,42 @@ unsafe fn store(out: &mut [f32], x: usize, a: float32x4_t) {
         out[x..].copy_from_slice(&last[..n - x]);
     }
 }
+
+/// Rows of the NEON matrix tile.
+pub(super) const MR: usize = 8;
+/// Columns of the NEON matrix tile: three vectors, 24 accumulators of the 32 registers.
+pub(super) const NR: usize = 12;
+
+/// The NEON matrix tile of [`super::gemm`]: `MR` × `NR` outputs.
+///
+/// # Safety
+/// The CPU must support NEON. Every `src[offsets[k] + x..][..NR]` lies within `src`; `out` is
+/// writable at `r·ldo + j` for `r < MR`, `j < NR`.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn tile(t: &super::gemm::Tile, x: usize, out: *mut f32, ldo: usize) {
+    let s = t.src.as_ptr().add(x);
+    let rows: [(&[f32], f32); MR] = std::array::from_fn(|r| t.row(r));
+    let w: [*const f32; MR] = std::array::from_fn(|r| rows[r].0.as_ptr());
+    let mut acc: [[float32x4_t; 3]; MR] = std::array::from_fn(|r| [vdupq_n_f32(rows[r].1); 3]);
+    for (kk, &o) in t.offsets.iter().enumerate() {
+        let p = s.add(o);
+        let xs = [vld1q_f32(p), vld1q_f32(p.add(4)), vld1q_f32(p.add(8))];
+        for (a, wr) in acc.iter_mut().zip(&w) {
+            let wr = *wr.add(kk);
+            for (aj, &xj) in a.iter_mut().zip(&xs) {
+                *aj = vfmaq_n_f32(*aj, xj, wr);
+            }
+        }
+    }
+    let (lo, hi) = (vdupq_n_f32(0.0), vdupq_n_f32(6.0));
+    for (r, a) in acc.iter().enumerate() {
+        for (j, &v) in a.iter().enumerate() {
+            let v = match t.act {
+                super::gemm::Activation::Linear => v,
+                super::gemm::Activation::Relu => vmaxq_f32(v, lo),
+                super::gemm::Activation::Relu6 => vminq_f32(vmaxq_f32(v, lo), hi),
+            };
+            vst1q_f32(out.add(r * ldo + j * 4), v);
+        }
+    }
+}

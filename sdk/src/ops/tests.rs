@@ -1,5 +1,6 @@
-//! The SDK's depthwise, dense (stem) and max-pool ops against tract's own on random shapes, weights and strides,
-//! for every kernel this CPU runs, and the plan rewrite on small graphs.
+//! The SDK's depthwise, dense and max-pool ops against tract's own on random shapes, weights and
+//! strides, the matrix kernels against a plain sum, for every kernel this CPU runs; and the plan
+//! rewrite on small graphs.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -7,7 +8,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::{rewrite, Conv3x3, Depthwise3x3, Isa, MaxPool3x3};
+use super::gemm::{gemm, Weights};
+use super::{prepare, rewrite, Activation, DenseConv, Depthwise3x3, Isa, MaxPool3x3};
 
 /// A typed model of one depthwise 3×3 convolution (tract's own op), padding 1.
 fn conv_model(
@@ -283,42 +285,162 @@ fn the_rewrite_replaces_tracts_max_pool() -> TractResult<()> {
     Ok(())
 }
 
+/// A typed model of one dense `size`×`size` convolution (tract's own op), padding `size / 2`.
+fn dense_model(
+    shape: [usize; 4],
+    co: usize,
+    size: usize,
+    stride: usize,
+    kernel: &[f32],
+    bias: &[f32],
+) -> TractResult<TypedModel> {
+    let c = shape[1];
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact(shape))?;
+    let k = model.add_const("k", Tensor::from_shape(&[co, c, size, size], kernel)?)?;
+    let b = model.add_const("b", Tensor::from_shape(&[co], bias)?)?;
+    let p = size / 2;
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![size, size],
+            padding: PaddingSpec::Explicit(tvec![p, p], tvec![p, p]),
+            dilations: None,
+            strides: Some(tvec![stride, stride]),
+            input_channels: c,
+            output_channels: co,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 1,
+        q_params: None,
+    };
+    let y = model.wire_node("conv", conv, &[x, k, b])?;
+    model.select_output_outlets(&y)?;
+    Ok(model)
+}
+
 #[test]
-fn every_kernel_matches_tracts_dense_convolution_on_few_channels() -> TractResult<()> {
+fn every_matrix_kernel_matches_a_plain_sum() {
+    // Heights around the tiles' (4 and 8 rows), widths around theirs (8 to 48 columns), and
+    // offsets that overlap, as a 3×3 convolution's taps do.
+    let mut rng = StdRng::seed_from_u64(31);
+    for case in 0..40 {
+        let m = [1, 3, 4, 8, 9, 17][case % 6];
+        let k = rng.random_range(1..40);
+        let n = [1, 7, 8, 13, 24, 47, 48, 49, 100][case % 9];
+        let offsets: Vec<usize> = (0..k).map(|_| rng.random_range(0..30)).collect();
+        let src = random(&mut rng, 30 + n);
+        let weights = random(&mut rng, m * k);
+        let bias = random(&mut rng, m);
+        let view = Weights {
+            m,
+            k,
+            weights: &weights,
+            bias: &bias,
+        };
+        for act in [Activation::Linear, Activation::Relu, Activation::Relu6] {
+            let want: Vec<f32> = (0..m)
+                .flat_map(|r| {
+                    let (w, b, s, o) = (&weights, bias[r], &src, &offsets);
+                    (0..n).map(move |j| {
+                        act.apply(b + (0..k).map(|kk| w[r * k + kk] * s[o[kk] + j]).sum::<f32>())
+                    })
+                })
+                .collect();
+            for isa in Isa::available() {
+                // Rows of `n + 3`: the columns past `n` must stay untouched.
+                let ldo = n + 3;
+                let mut out = vec![f32::NAN; m * ldo];
+                gemm(isa, view, &src, &offsets, n, act, &mut out, ldo);
+                let ours: Vec<f32> = out.chunks(ldo).flat_map(|r| r[..n].to_vec()).collect();
+                let what = format!("m {m} k {k} n {n} {act:?} {isa:?}");
+                assert_close(&ours, &want, &what);
+                assert!(
+                    out.chunks(ldo).all(|r| r[n..].iter().all(|v| v.is_nan())),
+                    "{what}: wrote past n"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kernel_matches_tracts_dense_convolution() -> TractResult<()> {
     let mut rng = StdRng::seed_from_u64(23);
-    let mut cases: Vec<([usize; 4], usize)> = vec![([1, 3, 224, 224], 32), ([1, 1, 1, 1], 1)];
-    for _ in 0..10 {
+    // MobileNetV2's stem, a ResNet layer-4 shape, and random ones around the tiles.
+    let mut cases: Vec<([usize; 4], usize, usize)> = vec![
+        ([1, 3, 224, 224], 32, 3),
+        ([1, 64, 7, 7], 24, 3),
+        ([1, 1, 1, 1], 1, 3),
+        ([1, 1, 1, 1], 1, 1),
+        ([1, 40, 14, 14], 17, 1),
+    ];
+    for _ in 0..12 {
         cases.push((
             [
                 rng.random_range(1..3),
-                rng.random_range(1..=4),
+                rng.random_range(1..24),
                 rng.random_range(1..30),
                 rng.random_range(1..50),
             ],
-            rng.random_range(1..10),
+            rng.random_range(1..20),
+            [1, 3][rng.random_range(0..2)],
         ));
     }
-    for (shape, co) in cases {
+    for (shape, co, size) in cases {
         let [n, ci, h, w] = shape;
         let input = random(&mut rng, n * ci * h * w);
-        let kernel = random(&mut rng, co * ci * 9);
+        let kernel = random(&mut rng, co * ci * size * size);
         let bias = random(&mut rng, co);
         let x = Tensor::from_shape(&shape, &input)?;
-        for stride in [1, 2] {
-            let model = grouped_conv_model(shape, co, 1, stride, &kernel, &bias)?;
+        let strides: &[usize] = if size == 1 { &[1] } else { &[1, 2] };
+        for &stride in strides {
+            let model = dense_model(shape, co, size, stride, &kernel, &bias)?;
             let tract = run(model.into_optimized()?, &x)?;
+            // Σ|w·x| + |b| of every output: the rounding of a long sum scales with it, not with
+            // the (possibly cancelled) result.
+            let abs = |v: &[f32]| v.iter().map(|v| v.abs()).collect::<Vec<f32>>();
+            let magnitude = run(
+                dense_model(shape, co, size, stride, &abs(&kernel), &abs(&bias))?
+                    .into_optimized()?,
+                &Tensor::from_shape(&shape, &abs(&input))?,
+            )?;
+            let residual = random(&mut rng, tract.len());
+            let weights = Weights {
+                m: co,
+                k: ci * size * size,
+                weights: &kernel,
+                bias: &bias,
+            };
             for isa in Isa::available() {
-                for relu6 in [false, true] {
-                    let mut ours = vec![f32::NAN; tract.len()];
-                    let op = Conv3x3 { stride, relu6, isa };
-                    op.run(&input, (n, ci, h, w), &kernel, &bias, &mut ours);
-                    let want: Vec<f32> = if relu6 {
-                        tract.iter().map(|v| v.clamp(0.0, 6.0)).collect()
-                    } else {
-                        tract.clone()
-                    };
-                    let what = format!("{shape:?}->{co} stride {stride} {isa:?} relu6 {relu6}");
-                    assert_close(&ours, &want, &what);
+                for act in [Activation::Linear, Activation::Relu, Activation::Relu6] {
+                    for with_residual in [false, true] {
+                        let op = DenseConv {
+                            size,
+                            stride,
+                            co,
+                            ci,
+                            act,
+                            residual: with_residual,
+                            isa,
+                        };
+                        let r = with_residual.then_some(&residual[..]);
+                        let mut ours = vec![f32::NAN; tract.len()];
+                        op.run(&input, (n, ci, h, w), weights, r, &mut ours);
+                        let want: Vec<f32> = tract
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &v)| act.apply(v + r.map_or(0.0, |r| r[i])))
+                            .collect();
+                        let what = format!(
+                            "{shape:?}->{co} {size}x{size} stride {stride} {isa:?} {act:?} residual {with_residual}"
+                        );
+                        for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+                            let tol = 1e-5 * (1.0 + b.abs() + r.map_or(0.0, |r| r[i].abs()))
+                                + 1e-7 * magnitude[i];
+                            assert!((a - b).abs() <= tol, "{what}: element {i}: {a} vs {b}");
+                        }
+                    }
                 }
             }
         }
@@ -326,28 +448,79 @@ fn every_kernel_matches_tracts_dense_convolution_on_few_channels() -> TractResul
     Ok(())
 }
 
-#[test]
-fn the_rewrite_takes_a_stem_convolution_and_leaves_wide_ones_to_tract() -> TractResult<()> {
-    let mut rng = StdRng::seed_from_u64(29);
-    let shape = [1, 3, 19, 26];
-    let input = random(&mut rng, shape.iter().product());
-    let kernel = random(&mut rng, 8 * 3 * 9);
-    let bias = random(&mut rng, 8);
-    let x = Tensor::from_shape(&shape, &input)?;
-    let model = grouped_conv_model(shape, 8, 1, 2, &kernel, &bias)?;
-    let want = run(model.clone().into_optimized()?, &x)?;
-    let mut decluttered = model.into_decluttered()?;
-    assert_eq!(rewrite(&mut decluttered, Isa::detect())?, 1);
-    let optimised = decluttered.into_optimized()?;
-    let ops: Vec<String> = optimised
+/// The ops of `model` by name.
+fn op_names(model: &TypedModel) -> Vec<String> {
+    model
         .nodes()
         .iter()
         .map(|n| n.op.name().to_string())
+        .collect()
+}
+
+#[test]
+fn the_rewrite_takes_dense_convolutions_of_any_width_and_leaves_grouped_ones_to_tract(
+) -> TractResult<()> {
+    let mut rng = StdRng::seed_from_u64(29);
+    for (shape, co, stride) in [([1, 3, 19, 26], 8, 2), ([1, 12, 9, 11], 20, 1)] {
+        let ci = shape[1];
+        let input = random(&mut rng, shape.iter().product());
+        let kernel = random(&mut rng, co * ci * 9);
+        let bias = random(&mut rng, co);
+        let x = Tensor::from_shape(&shape, &input)?;
+        let model = dense_model(shape, co, 3, stride, &kernel, &bias)?;
+        let want = run(model.clone().into_optimized()?, &x)?;
+        let mut decluttered = model.into_decluttered()?;
+        assert_eq!(rewrite(&mut decluttered, Isa::detect())?, 1);
+        let optimised = decluttered.into_optimized()?;
+        let ops = op_names(&optimised);
+        assert!(ops.contains(&"SdkConv".to_string()), "{ops:?}");
+        assert_close(&run(optimised, &x)?, &want, &format!("{shape:?}"));
+    }
+    // Two groups of four channels: neither depthwise nor dense.
+    let grouped = grouped_conv_model([1, 8, 9, 9], 4, 2, 1, &[0.1; 4 * 4 * 9], &[0.0; 4])?;
+    assert_eq!(rewrite(&mut grouped.into_decluttered()?, Isa::detect())?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_residual_and_relu_after_a_pointwise_convolution_are_fused_and_kept_exact() -> TractResult<()> {
+    use tract_onnx::tract_core::ops::math::{add, max};
+    let mut rng = StdRng::seed_from_u64(37);
+    let shape = [1, 16, 10, 12];
+    let input = random(&mut rng, shape.iter().product());
+    let kernel = random(&mut rng, 16 * 16);
+    let bias = random(&mut rng, 16);
+    // x → 1×1 conv → + x → ReLU, as a residual block ends.
+    let mut model = dense_model(shape, 16, 1, 1, &kernel, &bias)?;
+    let conv = model.output_outlets()?[0];
+    let x = model.input_outlets()?[0];
+    let sum = model.wire_node("residual", add(), &[conv, x])?;
+    let zero = model.add_const("zero", tensor4(&[[[[0f32]]]]))?;
+    let relu = model.wire_node("relu", max(), &[sum[0], zero])?;
+    model.select_output_outlets(&relu)?;
+    let x = Tensor::from_shape(&shape, &input)?;
+    let want = run(model.clone().into_optimized()?, &x)?;
+    assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
+    let isa = Isa::detect();
+    assert_eq!(prepare(&mut model, isa)?, 1);
+    let mut decluttered = model.into_decluttered()?;
+    rewrite(&mut decluttered, isa)?;
+    let fused: Vec<&DenseConv> = decluttered
+        .nodes()
+        .iter()
+        .filter_map(|n| n.op_as::<DenseConv>())
         .collect();
-    assert!(ops.contains(&"SdkConv3x3".to_string()), "{ops:?}");
-    assert_close(&run(optimised, &x)?, &want, "stem");
-    // Eight input channels: a matrix product's job.
-    let wide = grouped_conv_model([1, 8, 9, 9], 4, 1, 1, &[0.1; 4 * 8 * 9], &[0.0; 4])?;
-    assert_eq!(rewrite(&mut wide.into_decluttered()?, Isa::detect())?, 0);
+    assert_eq!(fused.len(), 1);
+    assert!(
+        fused[0].residual && fused[0].act == Activation::Relu,
+        "{fused:?}"
+    );
+    let ops = op_names(&decluttered);
+    assert!(!ops.iter().any(|o| o == "Add" || o == "Max"), "{ops:?}");
+    assert_close(
+        &run(decluttered.into_optimized()?, &x)?,
+        &want,
+        "residual fused",
+    );
     Ok(())
 }
