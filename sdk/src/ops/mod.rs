@@ -947,12 +947,10 @@ fn bias_of(bias: &Tensor, co: usize) -> TractResult<Option<Tensor>> {
     })
 }
 
-/// Whether `spec` describes a 1×1 window, stride 1, no padding, over `node`'s f32 NCHW or CHW
-/// input: a product [`DenseConv`] computes.
-fn pointwise(model: &TypedModel, node: &TypedNode, spec: &PoolSpec) -> TractResult<bool> {
+/// Whether `node` reads an f32 image of a known NCHW or CHW shape with `spec`'s channels.
+fn f32_image(model: &TypedModel, node: &TypedNode, spec: &PoolSpec) -> TractResult<bool> {
     let x = model.outlet_fact(node.inputs[0])?;
     let c = spec.input_channels;
-    let zeros = |v: &TVec<usize>| v.iter().all(|&p| p == 0);
     Ok(x.datum_type == f32::datum_type()
         && x.shape
             .as_concrete()
@@ -960,7 +958,14 @@ fn pointwise(model: &TypedModel, node: &TypedNode, spec: &PoolSpec) -> TractResu
                 DataFormat::NCHW => s.len() == 4 && s[1] == c,
                 DataFormat::CHW => s.len() == 3 && s[0] == c,
                 _ => false,
-            })
+            }))
+}
+
+/// Whether `spec` describes a 1×1 window, stride 1, no padding, over `node`'s f32 NCHW or CHW
+/// input: a product [`DenseConv`] computes.
+fn pointwise(model: &TypedModel, node: &TypedNode, spec: &PoolSpec) -> TractResult<bool> {
+    let zeros = |v: &TVec<usize>| v.iter().all(|&p| p == 0);
+    Ok(f32_image(model, node, spec)?
         && spec.kernel_shape.as_slice() == [1, 1]
         && spec
             .strides
@@ -980,17 +985,8 @@ fn window_stride(
     node: &TypedNode,
     spec: &PoolSpec,
 ) -> TractResult<Option<usize>> {
-    let x = model.outlet_fact(node.inputs[0])?;
-    let c = spec.input_channels;
     let ones = |v: &TVec<usize>| v.as_slice() == [1, 1];
-    let ok = x.datum_type == f32::datum_type()
-        && x.shape
-            .as_concrete()
-            .is_some_and(|s| match spec.data_format {
-                DataFormat::NCHW => s.len() == 4 && s[1] == c,
-                DataFormat::CHW => s.len() == 3 && s[0] == c,
-                _ => false,
-            })
+    let ok = f32_image(model, node, spec)?
         && spec.kernel_shape.as_slice() == [3, 3]
         && spec
             .dilations
