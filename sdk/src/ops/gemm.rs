@@ -6,8 +6,8 @@
 //! eight rows at a time, so loading a model costs no repacking and no second copy of its weights.
 //!
 //! tract packs both operands of every product; on MobileNetV2 that packing of the activations
-//! cost 13 % of an inference, and its matrix kernels ran the many-point, few-channel products of
-//! the first blocks at about 45 GFLOP/s (`cargo bench -p mpox-e2e --bench sdk_profile`).
+//! cost 13 % of an inference, and its matrix kernels ran the few-channel 112×112 products of the
+//! first two blocks at 36–63 GFLOP/s (`cargo bench -p mpox-e2e --bench sdk_profile`).
 
 use super::Isa;
 
@@ -142,22 +142,21 @@ pub(super) fn gemm(
                 // copy), or `cols` under the masked kernel.
                 unsafe {
                     let dst = out.0.add(p * mr * ldo + at);
-                    match (rows == mr, cols == nr, masked) {
-                        (true, true, _) => isa.tile_kernel(t, x, dst, ldo),
-                        (true, false, true) => isa.tail_kernel(t, x, cols, dst, ldo),
-                        (_, whole, masked) => {
-                            if whole || !masked {
-                                isa.tile_kernel(t, x, scratch.as_mut_ptr(), nr);
-                            } else {
-                                isa.tail_kernel(t, x, cols, scratch.as_mut_ptr(), nr);
-                            }
-                            for r in 0..rows {
-                                std::ptr::copy_nonoverlapping(
-                                    scratch.as_ptr().add(r * nr),
-                                    dst.add(r * ldo),
-                                    cols,
-                                );
-                            }
+                    // A partial tile runs masked where the kernel can, else whole on the copy.
+                    let run = |dst: *mut f32, ld: usize| {
+                        if cols < nr && masked {
+                            isa.tail_kernel(t, x, cols, dst, ld)
+                        } else {
+                            isa.tile_kernel(t, x, dst, ld)
+                        }
+                    };
+                    if rows == mr && (cols == nr || masked) {
+                        run(dst, ldo);
+                    } else {
+                        run(scratch.as_mut_ptr(), nr);
+                        for r in 0..rows {
+                            let from = scratch.as_ptr().add(r * nr);
+                            std::ptr::copy_nonoverlapping(from, dst.add(r * ldo), cols);
                         }
                     }
                 }

@@ -273,15 +273,6 @@ pub struct DenseConv {
 }
 
 impl DenseConv {
-    /// Output height or width for an input one.
-    fn out_len(&self, len: usize) -> usize {
-        if self.size == 1 {
-            len
-        } else {
-            out_len(self.stride, len)
-        }
-    }
-
     /// Runs the op on plain slices: `input` is `[n, ci, h, w]`, `residual` and `out`
     /// `[n, co, ho, wo]`.
     pub fn run(
@@ -292,7 +283,8 @@ impl DenseConv {
         residual: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let (ho, wo) = (self.out_len(h), self.out_len(w));
+        // A 1×1 window without padding keeps the size, as `out_len(1, _)` does.
+        let (ho, wo) = (out_len(self.stride, h), out_len(self.stride, w));
         let taps = self.size * self.size;
         assert!(c == self.ci && weights.k == c * taps && weights.m == self.co);
         assert!(
@@ -372,53 +364,39 @@ impl EvalOp for DenseConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let img = &inputs[0];
         let dims = nchw("SdkConv", img.shape())?;
-        ensure!(
-            dims.1 == self.ci,
-            "SdkConv: {} input channels, not {}",
-            dims.1,
-            self.ci
-        );
         let weights = gemm::Weights {
             m: self.co,
             k: self.ci * self.size * self.size,
             weights: inputs[1].try_as_plain_ram()?.as_slice::<f32>()?,
             bias: inputs[2].try_as_plain_ram()?.as_slice::<f32>()?,
         };
-        let mut shape: TVec<usize> = img.shape().into();
-        let r = shape.len();
-        shape[r - 3] = self.co;
-        shape[r - 2] = self.out_len(dims.2);
-        shape[r - 1] = self.out_len(dims.3);
+        ensure!(
+            dims.1 == self.ci
+                && weights.weights.len() == weights.m * weights.k
+                && weights.bias.len() == weights.m,
+            "SdkConv: kernel, bias and image disagree"
+        );
         let residual = if self.residual {
-            ensure!(inputs[3].shape() == &*shape, "SdkConv: residual shape");
+            let (n, h, w) = (dims.0, dims.2, dims.3);
+            let len = n * self.co * out_len(self.stride, h) * out_len(self.stride, w);
+            ensure!(inputs[3].len() == len, "SdkConv: residual shape");
             Some(inputs[3].try_as_plain_ram()?.as_slice::<f32>()?)
         } else {
             None
         };
-        // SAFETY: the product writes every element of the output.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&shape)? };
-        self.run(
-            img.try_as_plain_ram()?.as_slice::<f32>()?,
-            dims,
-            weights,
-            residual,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
-        Ok(tvec!(out.into_tvalue()))
+        eval_window(
+            "SdkConv",
+            self.stride,
+            Some(self.co),
+            img,
+            |x, dims, out| self.run(x, dims, weights, residual, out),
+        )
     }
 }
 
 impl TypedOp for DenseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let mut shape = inputs[0].shape.clone();
-        let r = shape.rank();
-        ensure!(r == 3 || r == 4, "SdkConv takes NCHW or CHW input");
-        shape.set(r - 3, self.co.into());
-        for axis in [r - 2, r - 1] {
-            let len = self.out_len(shape[axis].to_usize()?);
-            shape.set(axis, len.into());
-        }
-        Ok(tvec!(f32::fact(shape)))
+        window_fact("SdkConv", self.stride, Some(self.co), inputs[0])
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -597,9 +575,9 @@ fn nchw(op: &str, shape: &[usize]) -> TractResult<(usize, usize, usize, usize)> 
     }
 }
 
-/// Evaluates a 3×3 window op: an output of the input's rank with the last two axes resized for
-/// `stride` (and `channels_out` channels, when it changes them), filled by
-/// `run(input, dims, out)`.
+/// Evaluates a window op (3×3 with padding 1, or 1×1 with stride 1, whose sizes agree): an output
+/// of the input's rank with the last two axes resized for `stride` (and `channels_out` channels,
+/// when it changes them), filled by `run(input, dims, out)`.
 fn eval_window(
     op: &str,
     stride: usize,
@@ -615,7 +593,7 @@ fn eval_window(
     }
     shape[r - 2] = out_len(stride, dims.2);
     shape[r - 1] = out_len(stride, dims.3);
-    // SAFETY: `each_channel` writes every element of the output.
+    // SAFETY: every op's `run` writes every element of the output.
     let mut out = unsafe { Tensor::uninitialized::<f32>(&shape)? };
     run(
         img.try_as_plain_ram()?.as_slice::<f32>()?,
@@ -625,7 +603,7 @@ fn eval_window(
     Ok(tvec!(out.into_tvalue()))
 }
 
-/// The output fact of a 3×3 window op.
+/// The output fact of a window op (see [`eval_window`]).
 fn window_fact(
     op: &str,
     stride: usize,
@@ -645,72 +623,62 @@ fn window_fact(
     Ok(tvec!(f32::fact(shape)))
 }
 
-/// The tract plumbing of the two convolution ops, written once: inputs image, kernel
-/// `[C_out, taps]` and bias `[C_out]`, where `taps` is `$taps(c_in)` multiply-adds per output.
-macro_rules! conv_op {
-    ($ty:ident, $name:literal, $taps:expr) => {
-        impl Op for $ty {
-            fn name(&self) -> StaticName {
-                $name.into()
-            }
+impl Op for Depthwise3x3 {
+    fn name(&self) -> StaticName {
+        "SdkDepthwise3x3".into()
+    }
 
-            fn info(&self) -> TractResult<Vec<String>> {
-                Ok(vec![format!(
-                    "stride {}, relu6 {}, {:?}",
-                    self.stride, self.relu6, self.isa
-                )])
-            }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "stride {}, relu6 {}, {:?}",
+            self.stride, self.relu6, self.isa
+        )])
+    }
 
-            fn validation(&self) -> Validation {
-                Validation::Rounding
-            }
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
 
-            op_as_typed_op!();
-        }
-
-        impl EvalOp for $ty {
-            op_out_of_plan!();
-
-            fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-                let (img, kernel, bias) = args_3!(inputs);
-                let ci = nchw($name, img.shape())?.1;
-                let co = bias.len();
-                let taps: fn(usize) -> usize = $taps;
-                ensure!(
-                    kernel.len() == co * taps(ci),
-                    "{}: kernel and bias disagree",
-                    $name
-                );
-                let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
-                let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-                eval_window($name, self.stride, Some(co), &img, |x, dims, out| {
-                    self.run(x, dims, kernel, bias, out)
-                })
-            }
-        }
-
-        impl TypedOp for $ty {
-            fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-                let co = inputs[2].shape.volume().to_usize()?;
-                window_fact($name, self.stride, Some(co), inputs[0])
-            }
-
-            fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-                let out = self.output_facts(inputs)?;
-                let co = inputs[2].shape.volume().to_usize()?.max(1);
-                let taps = inputs[1].shape.volume().to_usize()? / co;
-                Ok(tvec!((
-                    Cost::FMA(f32::datum_type()),
-                    out[0].shape.volume() * taps
-                )))
-            }
-
-            as_op!();
-        }
-    };
+    op_as_typed_op!();
 }
 
-conv_op!(Depthwise3x3, "SdkDepthwise3x3", |_| 9);
+impl EvalOp for Depthwise3x3 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (img, kernel, bias) = args_3!(inputs);
+        let c = nchw("SdkDepthwise3x3", img.shape())?.1;
+        ensure!(
+            kernel.len() == c * 9 && bias.len() == c,
+            "SdkDepthwise3x3: kernel, bias and image disagree"
+        );
+        let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+        eval_window(
+            "SdkDepthwise3x3",
+            self.stride,
+            None,
+            &img,
+            |x, dims, out| self.run(x, dims, kernel, bias, out),
+        )
+    }
+}
+
+impl TypedOp for Depthwise3x3 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        window_fact("SdkDepthwise3x3", self.stride, None, inputs[0])
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let out = self.output_facts(inputs)?;
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            out[0].shape.volume() * 9
+        )))
+    }
+
+    as_op!();
+}
 
 impl Op for MaxPool3x3 {
     fn name(&self) -> StaticName {
@@ -753,29 +721,10 @@ pub fn prepare(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
-        let Some(conv) = node.op_as::<Conv>() else {
+        let Some(PlainConv { conv, ci, co, bias }) = plain_conv(model, node)? else {
             continue;
         };
-        let (ci, co) = (
-            conv.pool_spec.input_channels,
-            conv.pool_spec.output_channels,
-        );
-        let plain = conv.q_params.is_none()
-            && conv.kernel_fmt == KernelFormat::OIHW
-            && conv.group == 1
-            && node.inputs.len() == 3;
-        if !plain || !pointwise(model, node, &conv.pool_spec)? {
-            continue;
-        }
-        let kernel = model.outlet_fact(node.inputs[1])?.konst.clone();
-        let bias = model.outlet_fact(node.inputs[2])?.konst.clone();
-        let (Some(kernel), Some(bias)) = (kernel, bias) else {
-            continue;
-        };
-        let Some(bias) = bias_of(&bias, co)? else {
-            continue;
-        };
-        if kernel.datum_type() != f32::datum_type() {
+        if conv.group != 1 || !pointwise(model, node, &conv.pool_spec)? {
             continue;
         }
         let name = node.name.clone();
@@ -868,50 +817,32 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
             replaced += 1;
             continue;
         }
-        let Some(conv) = node.op_as::<Conv>() else {
+        let Some(PlainConv { conv, ci, co, bias }) = plain_conv(model, node)? else {
             continue;
         };
-        let (ci, co) = (
-            conv.pool_spec.input_channels,
-            conv.pool_spec.output_channels,
-        );
-        let plain = conv.q_params.is_none()
-            && conv.kernel_fmt == KernelFormat::OIHW
-            && node.inputs.len() == 3;
-        let depthwise = plain && conv.group == ci && co == ci;
-        let dense = plain && conv.group == 1;
-        let Some(stride) = window_stride(model, node, &conv.pool_spec)? else {
-            continue;
-        };
-        let kernel = model.outlet_fact(node.inputs[1])?.konst.clone();
-        let bias = model.outlet_fact(node.inputs[2])?.konst.clone();
-        let (true, Some(kernel), Some(bias)) = (depthwise || dense, kernel, bias) else {
-            continue;
-        };
-        if kernel.datum_type() != f32::datum_type() {
+        let depthwise = conv.group == ci && co == ci;
+        if !depthwise && conv.group != 1 {
             continue;
         }
-        let Some(bias) = bias_of(&bias, co)? else {
+        let Some(stride) = window_stride(model, node, &conv.pool_spec)? else {
             continue;
         };
         let mut patch = TypedModelPatch::new("sdk-conv");
         let x = patch.tap_model(model, node.inputs[0])?;
+        // The kernel is read where the model holds it (`[co, ci / group, 3, 3]`): wired, not
+        // copied.
+        let k = patch.tap_model(model, node.inputs[1])?;
+        let b = patch.add_const(format!("{name}.sdk_bias"), bias)?;
         if depthwise {
-            let kernel = kernel.into_tensor().into_shape(&[co, 9])?;
             // A ReLU6 read only by this convolution is folded into it.
             let (last, relu6) = match relu6_after(model, id)? {
                 Some(clip) => (clip, true),
                 None => (id, false),
             };
-            let k = patch.add_const(format!("{name}.sdk_kernel"), kernel)?;
-            let b = patch.add_const(format!("{name}.sdk_bias"), bias)?;
             let op = Depthwise3x3 { stride, relu6, isa };
             let out = patch.wire_node(&name, op, &[x, k, b])?[0];
             patch.shunt_outside(model, OutletId::new(last, 0), out)?;
         } else {
-            // The kernel is read where the model holds it: wired, not copied.
-            let k = patch.tap_model(model, node.inputs[1])?;
-            let b = patch.add_const(format!("{name}.sdk_bias"), bias)?;
             let op = DenseConv {
                 size: 3,
                 stride,
@@ -932,6 +863,42 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     }
     model.compact()?;
     Ok(replaced)
+}
+
+/// What the SDK's convolution ops take from a tract convolution.
+struct PlainConv<'m> {
+    conv: &'m Conv,
+    ci: usize,
+    co: usize,
+    /// `[co]` f32 values.
+    bias: Tensor,
+}
+
+/// `node` as a [`PlainConv`] when it is an f32 convolution (not quantised, OIHW kernel) whose
+/// kernel and bias are constants.
+fn plain_conv<'m>(
+    model: &'m TypedModel,
+    node: &'m TypedNode,
+) -> TractResult<Option<PlainConv<'m>>> {
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || node.inputs.len() != 3 {
+        return Ok(None);
+    }
+    let (ci, co) = (
+        conv.pool_spec.input_channels,
+        conv.pool_spec.output_channels,
+    );
+    let kernel = model.outlet_fact(node.inputs[1])?.konst.as_ref();
+    let bias = model.outlet_fact(node.inputs[2])?.konst.as_ref();
+    let (Some(kernel), Some(bias)) = (kernel, bias) else {
+        return Ok(None);
+    };
+    if kernel.datum_type() != f32::datum_type() {
+        return Ok(None);
+    }
+    Ok(bias_of(bias, co)?.map(|bias| PlainConv { conv, ci, co, bias }))
 }
 
 /// A convolution's bias as `[co]` f32 values (ONNX allows one for all), `None` when it is

@@ -31,16 +31,46 @@ fn grouped_conv_model(
     kernel: &[f32],
     bias: &[f32],
 ) -> TractResult<TypedModel> {
+    window_conv_model(shape, co, group, 3, stride, kernel, bias)
+}
+
+/// A typed model of one dense `size`×`size` convolution (tract's own op), padding `size / 2`.
+fn dense_model(
+    shape: [usize; 4],
+    co: usize,
+    size: usize,
+    stride: usize,
+    kernel: &[f32],
+    bias: &[f32],
+) -> TractResult<TypedModel> {
+    window_conv_model(shape, co, 1, size, stride, kernel, bias)
+}
+
+/// A typed model of one `size`×`size` convolution (tract's own op) with `group` groups and `co`
+/// outputs, padding `size / 2`.
+fn window_conv_model(
+    shape: [usize; 4],
+    co: usize,
+    group: usize,
+    size: usize,
+    stride: usize,
+    kernel: &[f32],
+    bias: &[f32],
+) -> TractResult<TypedModel> {
     let c = shape[1];
     let mut model = TypedModel::default();
     let x = model.add_source("x", f32::fact(shape))?;
-    let k = model.add_const("k", Tensor::from_shape(&[co, c / group, 3, 3], kernel)?)?;
+    let k = model.add_const(
+        "k",
+        Tensor::from_shape(&[co, c / group, size, size], kernel)?,
+    )?;
     let b = model.add_const("b", Tensor::from_shape(&[co], bias)?)?;
+    let p = size / 2;
     let conv = Conv {
         pool_spec: PoolSpec {
             data_format: DataFormat::NCHW,
-            kernel_shape: tvec![3, 3],
-            padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+            kernel_shape: tvec![size, size],
+            padding: PaddingSpec::Explicit(tvec![p, p], tvec![p, p]),
             dilations: None,
             strides: Some(tvec![stride, stride]),
             input_channels: c,
@@ -50,7 +80,7 @@ fn grouped_conv_model(
         group,
         q_params: None,
     };
-    let y = model.wire_node("dw", conv, &[x, k, b])?;
+    let y = model.wire_node("conv", conv, &[x, k, b])?;
     model.select_output_outlets(&y)?;
     Ok(model)
 }
@@ -283,40 +313,6 @@ fn the_rewrite_replaces_tracts_max_pool() -> TractResult<()> {
     assert!(ops.contains(&"SdkMaxPool3x3".to_string()), "{ops:?}");
     assert_eq!(run(optimised, &x)?, want);
     Ok(())
-}
-
-/// A typed model of one dense `size`×`size` convolution (tract's own op), padding `size / 2`.
-fn dense_model(
-    shape: [usize; 4],
-    co: usize,
-    size: usize,
-    stride: usize,
-    kernel: &[f32],
-    bias: &[f32],
-) -> TractResult<TypedModel> {
-    let c = shape[1];
-    let mut model = TypedModel::default();
-    let x = model.add_source("x", f32::fact(shape))?;
-    let k = model.add_const("k", Tensor::from_shape(&[co, c, size, size], kernel)?)?;
-    let b = model.add_const("b", Tensor::from_shape(&[co], bias)?)?;
-    let p = size / 2;
-    let conv = Conv {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![size, size],
-            padding: PaddingSpec::Explicit(tvec![p, p], tvec![p, p]),
-            dilations: None,
-            strides: Some(tvec![stride, stride]),
-            input_channels: c,
-            output_channels: co,
-        },
-        kernel_fmt: KernelFormat::OIHW,
-        group: 1,
-        q_params: None,
-    };
-    let y = model.wire_node("conv", conv, &[x, k, b])?;
-    model.select_output_outlets(&y)?;
-    Ok(model)
 }
 
 #[test]
