@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The SDK on Arm, tested rather than assumed: builds mpox-sdk's unit tests (the NEON depthwise
-# kernel against tract's own op among them) and its logits checker for aarch64-unknown-linux-gnu
+# and matrix kernels against tract's own ops among them) and its logits checker for aarch64-unknown-linux-gnu
 # and runs them under qemu-user. The checker compares the SDK's logits on Arm with what the
 # trainer's candle networks computed on this host for the parity tests' networks, to 1e-5
 # relative. Tools (qemu-user, the aarch64 gcc for linking, the Rust target) come from
@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+# Code behind `cfg(target_arch = "aarch64")` compiles only here, so its warnings fail here.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"
 fixtures=target/arm-fixtures
 rm -rf "$fixtures"
 echo "test-arm: parity fixtures from the host's candle networks"

@@ -107,7 +107,10 @@ impl Isa {
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => x86::tile_512_tail(t, x, cols, out, ldo),
-            _ => unreachable!("{self:?} does not mask tails"),
+            _ => {
+                let _ = (t, x, cols, out, ldo);
+                unreachable!("{self:?} does not mask tails")
+            }
         }
     }
 
