@@ -62,13 +62,17 @@ fn resnet_convolutions_and_max_pool_run_the_sdks_ops() {
         "{ops:?}"
     );
     assert!(!ops.contains(&"OptMaxPool"), "{ops:?}");
-    // The 16 3×3 convolutions of the blocks (their ReLUs and residual additions fused) and the
-    // class-map head's 1×1; the 7×7 stem and the three strided 1×1 projections stay tract's.
+    // Every convolution: the 7×7 stem, the 16 3×3 ones of the blocks, the three strided 1×1
+    // projections and the class-map head's 1×1; their ReLUs and residual additions fused, so
+    // tract runs only the classifier's product.
     assert_eq!(
         ops.iter().filter(|&&o| o == "SdkConv").count(),
-        17,
+        21,
         "{ops:?}"
     );
+    for tracts in ["OptMaxByScalar", "Pad", "Downsample", "LazyIm2col"] {
+        assert!(!ops.contains(&tracts), "{ops:?}");
+    }
     assert!(!ops.iter().any(|o| o.contains("Add")), "{ops:?}");
 }
 

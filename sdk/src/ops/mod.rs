@@ -1,13 +1,13 @@
 //! The SDK's own ops, which replace tract's generic ones in a loaded plan: the depthwise 3×3
-//! convolution (bias and an optional ReLU6 fused), the dense 1×1 and 3×3 convolutions (bias,
-//! ReLU or ReLU6 and a residual addition fused; [`gemm`] is their matrix product) and the 3×3 max
-//! pool, with their SIMD kernels.
+//! convolution (bias and an optional ReLU6 fused), the dense convolutions of any odd square
+//! window (bias, ReLU or ReLU6 and a residual addition fused; [`gemm`] is their matrix product)
+//! and the 3×3 max pool, with their SIMD kernels.
 //!
 //! MobileNetV2 spent 46 % of its time in tract's depthwise convolutions, ResNet-18 6 % in
 //! tract's max pool, and both most of the rest in tract's matrix products and the packing of
-//! their operands (`cargo bench -p mpox-e2e --bench sdk_profile`, docs/results.md). The 3×3 ops
-//! copy a channel once into bordered planes laid out so that each of the nine taps of every
-//! output point is one contiguous slice; the kernels below are then a plain multiply-add (or
+//! their operands (`cargo bench -p mpox-e2e --bench sdk_profile`, docs/results.md). The window
+//! ops copy a channel once into bordered planes laid out so that each tap of every output point
+//! is one contiguous slice; the kernels below are then a plain multiply-add (or
 //! max) over slices, vectorised along them.
 
 pub mod gemm;
@@ -219,7 +219,7 @@ fn each_channel(
         return;
     }
     let planes_in = |first: usize, input: &[f32], out: &mut [f32]| {
-        let mut planes = Planes::new(stride, border, h, w, ho, wo);
+        let mut planes = Planes::new(stride, border, h, w);
         let mut long = vec![0f32; planes.long_len()];
         for (i, (img, dst)) in input
             .chunks_exact(h * w)
@@ -253,15 +253,15 @@ fn each_channel(
 }
 
 /// Dense convolution of an NCHW (or CHW) tensor through [`gemm::gemm`], read straight from the
-/// image: 1×1 with stride 1, or 3×3 with padding 1 and stride 1 or 2 (read from [`Planes`]); any
-/// number of channels; the bias and activation fused, and optionally a residual added before
+/// image (1×1 with stride 1) or from [`Planes`] (any other square window of odd side with
+/// padding `size / 2`, stride 1 or 2); any number of channels; the bias and activation fused, and optionally a residual added before
 /// the activation (`act(conv(x) + r)`). Inputs: the image, the kernel (OIHW, as the model holds
 /// it), the bias `[co]`, and the residual when there is one (the output's shape).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DenseConv {
-    /// Window side: 1 or 3.
+    /// Window side, odd.
     pub size: usize,
-    /// 1, or 2 for a 3×3 window; along both axes.
+    /// 1 or 2, along both axes.
     pub stride: usize,
     /// Output channels.
     pub co: usize,
@@ -290,10 +290,6 @@ impl DenseConv {
         let (ho, wo) = (out_len(self.stride, h), out_len(self.stride, w));
         let taps = self.size * self.size;
         assert!(c == self.ci && weights.k == c * taps && weights.m == self.co);
-        assert!(
-            self.size == 3 || self.stride == 1,
-            "a 1×1 window has stride 1"
-        );
         assert!(input.len() == n * c * h * w && out.len() == n * self.co * ho * wo);
         if out.is_empty() {
             return;
@@ -306,17 +302,19 @@ impl DenseConv {
         let images = input
             .chunks_exact((c * h * w).max(1))
             .zip(out.chunks_exact_mut(self.co * ho * wo));
-        if self.size == 1 {
+        if self.size == 1 && self.stride == 1 {
+            // The image itself is the source: one offset per channel.
             let hw = h * w;
             let offsets: Vec<usize> = (0..c).map(|ch| ch * hw).collect();
             for (img, dst) in images {
                 gemm::gemm(self.isa, weights, img, &offsets, hw, act, dst, hw);
             }
         } else {
-            let geometry = Planes::geometry(self.stride, h, w, ho, wo);
-            let per = Planes::channel_len(self.stride, h, w);
+            let geometry = Planes::geometry(self.size, self.stride, h, w);
+            let per = Planes::channel_len(self.size, self.stride, h, w);
+            let window = geometry.offsets();
             let offsets: Vec<usize> = (0..c)
-                .flat_map(|ch| geometry.offsets().map(|o| ch * per + o))
+                .flat_map(|ch| window.iter().map(move |o| ch * per + o))
                 .collect();
             let long = geometry.long_len();
             let mut planes = vec![0f32; c * per];
@@ -437,15 +435,17 @@ impl MaxPool3x3 {
     }
 }
 
-/// One channel copied into bordered planes laid out so that the whole output channel is
-/// one long row of a multiply-add over nine slices (the kernels' per-call cost is paid once per
-/// channel, not per output row, which matters on 7×7 and 14×14 maps).
+/// One channel copied into bordered planes laid out so that the whole output channel is one long
+/// row of a multiply-add over the window's taps (the kernels' per-call cost is paid once per
+/// channel, not per output row, which matters on 7×7 and 14×14 maps). The window is `size`×`size`
+/// (odd) with padding `size / 2` on every side, so the output has the size [`out_len`] gives.
 ///
 /// Output point (oy, ox) sits at `oy·pitch + ox` of the long row; the `pitch - wo` points
 /// between two output rows are computed and dropped. For stride 1 the one plane is the padded
 /// channel. For stride 2 the padded channel is split four ways by row and column parity, so
 /// that tap (ky, kx) of every output point lies at the same offset of one of the four.
 struct Planes {
+    size: usize,
     stride: usize,
     h: usize,
     w: usize,
@@ -462,41 +462,44 @@ struct Planes {
 }
 
 impl Planes {
-    fn new(stride: usize, border: f32, h: usize, w: usize, ho: usize, wo: usize) -> Planes {
+    /// One 3×3 window's planes with their own buffer, the borders set to `border`.
+    fn new(stride: usize, border: f32, h: usize, w: usize) -> Planes {
         Planes {
             // Room for the row kernels' whole-vector reads past the last point.
-            buf: vec![border; Planes::channel_len(stride, h, w) + LANES],
-            ..Planes::geometry(stride, h, w, ho, wo)
+            buf: vec![border; Planes::channel_len(3, stride, h, w) + LANES],
+            ..Planes::geometry(3, stride, h, w)
         }
     }
 
     /// The layout alone, for callers that keep the planes of many channels in one buffer.
-    fn geometry(stride: usize, h: usize, w: usize, ho: usize, wo: usize) -> Planes {
-        let (pitch, rows) = Planes::layout(stride, h, w);
+    fn geometry(size: usize, stride: usize, h: usize, w: usize) -> Planes {
+        let (pitch, rows) = Planes::layout(size, stride, h, w);
         Planes {
+            size,
             stride,
             h,
             w,
             pitch,
             plane: rows * pitch,
             buf: Vec::new(),
-            ho,
-            wo,
+            ho: out_len(stride, h),
+            wo: out_len(stride, w),
         }
     }
 
     /// Values per plane row and rows per plane.
-    fn layout(stride: usize, h: usize, w: usize) -> (usize, usize) {
+    fn layout(size: usize, stride: usize, h: usize, w: usize) -> (usize, usize) {
+        let pad = size / 2;
         if stride == 1 {
-            (w + 2, h + 2)
+            (w + 2 * pad, h + 2 * pad)
         } else {
-            (out_len(2, w) + 1, out_len(2, h) + 1)
+            (out_len(2, w) + pad, out_len(2, h) + pad)
         }
     }
 
     /// Values the planes of one channel take.
-    fn channel_len(stride: usize, h: usize, w: usize) -> usize {
-        let (pitch, rows) = Planes::layout(stride, h, w);
+    fn channel_len(size: usize, stride: usize, h: usize, w: usize) -> usize {
+        let (pitch, rows) = Planes::layout(size, stride, h, w);
         rows * pitch * if stride == 1 { 1 } else { 4 }
     }
 
@@ -522,48 +525,60 @@ impl Planes {
     /// Copies one `h × w` channel into `dst` laid out as this channel's planes (see
     /// [`Planes::offsets`]); what `dst` holds at the borders stays.
     fn fill_into(&self, dst: &mut [f32], img: &[f32]) {
-        let (p, plane) = (self.pitch, self.plane);
+        let (p, plane, pad) = (self.pitch, self.plane, self.size / 2);
         for (y, src) in img.chunks_exact(self.w).enumerate().take(self.h) {
             if self.stride == 1 {
-                let r = (y + 1) * p + 1;
+                let r = (y + pad) * p + pad;
                 dst[r..r + self.w].copy_from_slice(src);
                 continue;
             }
-            // Padded (y + 1, x + 1): row parity picks the pair of planes, even x lands in the
-            // odd-column plane at x / 2, odd x in the even-column one at (x + 1) / 2.
-            let padded_y = y + 1;
+            // Padded (y + pad, x + pad): row parity picks the pair of planes. Of each pair of
+            // columns (2i, 2i + 1) one lands in the even-column plane and the other in the
+            // odd-column one, at i plus a shift that depends only on the padding's parity.
+            let padded_y = y + pad;
             let (parity, r) = (padded_y % 2, padded_y / 2 * p);
             let pair = &mut dst[2 * parity * plane..(2 * parity + 2) * plane];
             let (even_cols, odd_cols) = pair.split_at_mut(plane);
-            let (even, odd) = (&mut even_cols[r + 1..r + p], &mut odd_cols[r..r + p]);
+            let (first, second, shift) = if pad % 2 == 0 {
+                (even_cols, odd_cols, pad / 2)
+            } else {
+                (odd_cols, even_cols, pad / 2 + 1)
+            };
+            let (a, b) = (
+                &mut first[r + pad / 2..r + p],
+                &mut second[r + shift..r + p],
+            );
             let pairs = src.chunks_exact(2);
             if let [last] = pairs.remainder() {
-                odd[self.w / 2] = *last;
+                a[self.w / 2] = *last;
             }
-            for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
-                *o = pair[0];
-                *e = pair[1];
+            for ((pair, x0), x1) in pairs.zip(a.iter_mut()).zip(b.iter_mut()) {
+                *x0 = pair[0];
+                *x1 = pair[1];
             }
         }
     }
 
-    /// Where each of the nine taps (kernel order, row-major 3×3) starts in a channel's planes:
-    /// tap k of output point i of the long row is at `offsets[k] + i`.
-    fn offsets(&self) -> [usize; 9] {
-        let p = self.pitch;
-        std::array::from_fn(|k| {
-            let (ky, kx) = (k / 3, k % 3);
-            if self.stride == 1 {
-                ky * p + kx
-            } else {
-                (2 * (ky % 2) + kx % 2) * self.plane + (ky / 2) * p + kx / 2
-            }
-        })
+    /// Where each tap (kernel order, row-major) starts in a channel's planes: tap k of output
+    /// point i of the long row is at `offsets[k] + i`.
+    fn offsets(&self) -> Vec<usize> {
+        let (p, n) = (self.pitch, self.size);
+        (0..n * n)
+            .map(|k| {
+                let (ky, kx) = (k / n, k % n);
+                if self.stride == 1 {
+                    ky * p + kx
+                } else {
+                    (2 * (ky % 2) + kx % 2) * self.plane + (ky / 2) * p + kx / 2
+                }
+            })
+            .collect()
     }
 
-    /// The nine tap slices of the filled planes, each running on to the end of the buffer, so
-    /// the row kernels may read whole vectors past the long row's end.
+    /// The nine tap slices of a 3×3 window's filled planes, each running on to the end of the
+    /// buffer, so the row kernels may read whole vectors past the long row's end.
     fn taps(&self) -> [&[f32]; 9] {
+        debug_assert_eq!(self.size, 3);
         let offsets = self.offsets();
         std::array::from_fn(|k| &self.buf[offsets[k]..])
     }
@@ -715,7 +730,7 @@ impl TypedOp for MaxPool3x3 {
 }
 
 /// Replaces, in a typed model before tract declutters it (which would turn them into generic
-/// matrix products), every f32 1×1 convolution of stride 1 without padding (NCHW or CHW,
+/// matrix products), every f32 1×1 convolution of stride 1 or 2 without padding (NCHW or CHW,
 /// constant kernel and bias) by [`DenseConv`] running `isa`. [`rewrite`]
 /// then folds what follows them. Returns how many nodes it replaced.
 pub fn prepare(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
@@ -727,9 +742,9 @@ pub fn prepare(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
         let Some(PlainConv { conv, ci, co, bias }) = plain_conv(model, node)? else {
             continue;
         };
-        if conv.group != 1 || !pointwise(model, node, &conv.pool_spec)? {
+        let (1, Some((1, stride))) = (conv.group, window(model, node, &conv.pool_spec)?) else {
             continue;
-        }
+        };
         let name = node.name.clone();
         let mut patch = TypedModelPatch::new("sdk-pointwise");
         // The kernel is read where the model holds it: wired, not copied.
@@ -740,7 +755,7 @@ pub fn prepare(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
         ];
         let op = DenseConv {
             size: 1,
-            stride: 1,
+            stride,
             co,
             ci,
             act: Activation::Linear,
@@ -794,9 +809,9 @@ fn fuse_dense(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     Ok(true)
 }
 
-/// Replaces, in a decluttered model, every f32 3×3 depthwise or dense convolution and max pool
-/// that the SDK's ops compute (NCHW or CHW, padding 1, stride 1 or 2, no dilation; constant
-/// kernel and bias) by [`Depthwise3x3`], [`DenseConv`] and [`MaxPool3x3`] running `isa`; folds
+/// Replaces, in a decluttered model, every f32 3×3 depthwise convolution and max pool, and every
+/// dense convolution, that the SDK's ops compute (NCHW or CHW, a square [`window`] of odd side
+/// with padding `size / 2`, stride 1 or 2, no dilation; constant kernel and bias) by [`Depthwise3x3`], [`DenseConv`] and [`MaxPool3x3`] running `isa`; folds
 /// into a depthwise convolution a ReLU6 that follows it alone, and into every [`DenseConv`]
 /// (also those [`prepare`] made) the residual added to it alone and the activation after.
 /// Returns how many nodes it replaced.
@@ -824,16 +839,16 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
             continue;
         };
         let depthwise = conv.group == ci && co == ci;
-        if !depthwise && conv.group != 1 {
-            continue;
-        }
-        let Some(stride) = window_stride(model, node, &conv.pool_spec)? else {
+        let Some((size, stride)) = window(model, node, &conv.pool_spec)? else {
             continue;
         };
+        if (depthwise && size != 3) || (!depthwise && conv.group != 1) {
+            continue;
+        }
         let mut patch = TypedModelPatch::new("sdk-conv");
         let x = patch.tap_model(model, node.inputs[0])?;
-        // The kernel is read where the model holds it (`[co, ci / group, 3, 3]`): wired, not
-        // copied.
+        // The kernel is read where the model holds it (`[co, ci / group, size, size]`): wired,
+        // not copied.
         let k = patch.tap_model(model, node.inputs[1])?;
         let b = patch.add_const(format!("{name}.sdk_bias"), bias)?;
         if depthwise {
@@ -847,7 +862,7 @@ pub fn rewrite(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
             patch.shunt_outside(model, OutletId::new(last, 0), out)?;
         } else {
             let op = DenseConv {
-                size: 3,
+                size,
                 stride,
                 co,
                 ci,
@@ -931,40 +946,29 @@ fn f32_image(model: &TypedModel, node: &TypedNode, spec: &PoolSpec) -> TractResu
             }))
 }
 
-/// Whether `spec` describes a 1×1 window, stride 1, no padding, over `node`'s f32 NCHW or CHW
-/// input: a product [`DenseConv`] computes.
-fn pointwise(model: &TypedModel, node: &TypedNode, spec: &PoolSpec) -> TractResult<bool> {
-    let zeros = |v: &TVec<usize>| v.iter().all(|&p| p == 0);
-    Ok(f32_image(model, node, spec)?
-        && spec.kernel_shape.as_slice() == [1, 1]
-        && spec
-            .strides
-            .as_ref()
-            .is_none_or(|s| s.iter().all(|&s| s == 1))
-        && match &spec.padding {
-            PaddingSpec::Valid => true,
-            PaddingSpec::Explicit(b, a) => zeros(b) && zeros(a),
-            _ => false,
-        })
-}
-
-/// The stride when `spec` describes a 3×3 window the SDK's ops compute over `node`'s f32 input
-/// (NCHW or CHW, padding 1 on every side, stride 1 or 2, no dilation).
-fn window_stride(
+/// `(size, stride)` when `spec` describes a square window of odd side with padding `size / 2`
+/// on every side, stride 1 or 2 and no dilation over `node`'s f32 NCHW or CHW input: the windows
+/// the SDK's ops compute.
+fn window(
     model: &TypedModel,
     node: &TypedNode,
     spec: &PoolSpec,
-) -> TractResult<Option<usize>> {
-    let ones = |v: &TVec<usize>| v.as_slice() == [1, 1];
+) -> TractResult<Option<(usize, usize)>> {
+    let &[size, side] = spec.kernel_shape.as_slice() else {
+        return Ok(None);
+    };
+    let pad = |v: &TVec<usize>| v.iter().all(|&p| p == size / 2);
     let ok = f32_image(model, node, spec)?
-        && spec.kernel_shape.as_slice() == [3, 3]
+        && size == side
+        && size % 2 == 1
         && spec
             .dilations
             .as_ref()
             .is_none_or(|d| d.iter().all(|&d| d == 1))
         && match &spec.padding {
-            PaddingSpec::Explicit(b, a) => ones(b) && ones(a),
-            PaddingSpec::ExplicitOnnxPool(b, a, ceil) => ones(b) && ones(a) && !ceil,
+            PaddingSpec::Valid => size == 1,
+            PaddingSpec::Explicit(b, a) => pad(b) && pad(a),
+            PaddingSpec::ExplicitOnnxPool(b, a, ceil) => pad(b) && pad(a) && !ceil,
             _ => false,
         };
     if !ok {
@@ -972,8 +976,20 @@ fn window_stride(
     }
     let strides = spec.strides.clone().unwrap_or_else(|| tvec![1, 1]);
     Ok(match strides.as_slice() {
-        [1, 1] => Some(1),
-        [2, 2] => Some(2),
+        [1, 1] => Some((size, 1)),
+        [2, 2] => Some((size, 2)),
+        _ => None,
+    })
+}
+
+/// The stride when `spec` describes a 3×3 [`window`].
+fn window_stride(
+    model: &TypedModel,
+    node: &TypedNode,
+    spec: &PoolSpec,
+) -> TractResult<Option<usize>> {
+    Ok(match window(model, node, spec)? {
+        Some((3, stride)) => Some(stride),
         _ => None,
     })
 }

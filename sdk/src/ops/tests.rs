@@ -363,10 +363,14 @@ fn every_matrix_kernel_matches_a_plain_sum() {
 #[test]
 fn every_kernel_matches_tracts_dense_convolution() -> TractResult<()> {
     let mut rng = StdRng::seed_from_u64(23);
-    // MobileNetV2's stem, a ResNet layer-4 shape, and random ones around the tiles.
+    // MobileNetV2's stem, ResNet-18's on a smaller photo (the Arm runs of these tests are
+    // emulated), a ResNet layer-4 shape, and random ones around the tiles.
     let mut cases: Vec<([usize; 4], usize, usize)> = vec![
         ([1, 3, 224, 224], 32, 3),
+        ([1, 3, 61, 58], 64, 7),
         ([1, 64, 7, 7], 24, 3),
+        ([1, 1, 1, 1], 1, 7),
+        ([1, 2, 5, 4], 3, 5),
         ([1, 1, 1, 1], 1, 3),
         ([1, 1, 1, 1], 1, 1),
         ([1, 40, 14, 14], 17, 1),
@@ -380,7 +384,7 @@ fn every_kernel_matches_tracts_dense_convolution() -> TractResult<()> {
                 rng.random_range(1..50),
             ],
             rng.random_range(1..20),
-            [1, 3][rng.random_range(0..2)],
+            [1, 3, 5, 7][rng.random_range(0..4)],
         ));
     }
     for (shape, co, size) in cases {
@@ -389,8 +393,7 @@ fn every_kernel_matches_tracts_dense_convolution() -> TractResult<()> {
         let kernel = random(&mut rng, co * ci * size * size);
         let bias = random(&mut rng, co);
         let x = Tensor::from_shape(&shape, &input)?;
-        let strides: &[usize] = if size == 1 { &[1] } else { &[1, 2] };
-        for &stride in strides {
+        for stride in [1, 2] {
             let model = dense_model(shape, co, size, stride, &kernel, &bias)?;
             let tract = run(model.into_optimized()?, &x)?;
             // Σ|w·x| + |b| of every output: the rounding of a long sum scales with it, not with
