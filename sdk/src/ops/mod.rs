@@ -254,8 +254,8 @@ fn each_channel(
 
 /// Dense convolution of an NCHW (or CHW) tensor through [`gemm::gemm`], read straight from the
 /// image (1×1 with stride 1) or from [`Planes`] (any other square window of odd side with
-/// padding `size / 2`, stride 1 or 2); any number of channels; the bias and activation fused, and optionally a residual added before
-/// the activation (`act(conv(x) + r)`). Inputs: the image, the kernel (OIHW, as the model holds
+/// padding `size / 2`, stride 1 or 2); any number of channels; the bias and activation fused,
+/// and optionally a residual added before the activation (`act(conv(x) + r)`). Inputs: the image, the kernel (OIHW, as the model holds
 /// it), the bias `[co]`, and the residual when there is one (the output's shape).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DenseConv {
@@ -286,7 +286,7 @@ impl DenseConv {
         residual: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        // A 1×1 window without padding keeps the size, as `out_len(1, _)` does.
+        // Every odd window with padding size / 2 gives the sizes a 3×3 one does.
         let (ho, wo) = (out_len(self.stride, h), out_len(self.stride, w));
         let taps = self.size * self.size;
         assert!(c == self.ci && weights.k == c * taps && weights.m == self.co);
