@@ -58,6 +58,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    mpox_trainer::ops::runtime::configure();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

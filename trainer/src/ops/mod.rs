@@ -5,6 +5,7 @@ mod batchnorm;
 mod depthwise;
 mod im2col;
 mod maxpool;
+pub mod runtime;
 
 pub use activation::{leaky_relu, relu6};
 pub use batchnorm::{batch_norm, channel_stats};
