@@ -198,8 +198,6 @@ impl ConvBn {
         let s = self.spec;
         if s.groups > 1 && s.groups == s.cin && s.cin == s.cout {
             ops::depthwise_conv2d(x, &self.weight, s.stride, self.padding)
-        } else if s.k == 1 && s.stride == 1 && s.groups == 1 {
-            ops::conv1x1(x, &self.weight)
         } else if s.groups == 1 {
             ops::conv2d(x, &self.weight, s.stride, self.padding)
         } else {

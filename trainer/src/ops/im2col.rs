@@ -1,14 +1,30 @@
-//! Dense convolutions and transposed convolutions as im2col + matrix product, with fast gradients.
+//! Dense convolutions and transposed convolutions as im2col + matrix products, with fast
+//! gradients, in the batch-first layout the networks use.
 //!
 //! candle computes the input gradient of a dense convolution with a naive transposed-convolution
-//! loop, which dominates ResNet and DCGAN training time on a CPU. Here both directions go through
-//! two memory-bound reshuffles, `im2col` and its adjoint `col2im` (each is the other's gradient),
-//! and everything arithmetic is a matrix product, whose gradient candle already computes with gemm.
+//! loop, which dominates ResNet and DCGAN training time on a CPU. Here the three products of a
+//! convolution (its value, its adjoint with respect to the input, the weight gradient) are each
+//! one op ([`Conv`], [`ConvData`], [`ConvFilter`]) whose gradients are the other two, so a
+//! transposed convolution is [`ConvData`] and the same kernels serve both.
+//!
+//! Each op works on groups of images: their windows are laid out as columns (`im2col`, or the
+//! image itself for a 1×1 convolution with stride 1), multiplied with the weights by `gemm`, and
+//! the result lands in place in `[N, C, H, W]`. Groups are as small as keeps the product wide
+//! ([`GROUP_COLUMNS`]): a single image at the networks' early, large feature maps (no reshuffle
+//! of the output at all), several at the small late ones. Groups run in parallel when there are
+//! enough of them, and the product itself is parallel otherwise.
 
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use std::ops::Range;
+
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{cpu_slice, on_cpu, valid_range};
+
+/// Output positions a group of images should at least offer a matrix product: below this the
+/// products are too thin for `gemm`'s register tiles.
+const GROUP_COLUMNS: usize = 512;
 
 /// Geometry of a square-kernel convolution over an `h`×`w` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,167 +55,486 @@ impl Window {
     }
 
     /// Outputs along an axis whose tap `kk` reads inside it.
-    fn valid(&self, kk: usize, len: usize, out: usize) -> std::ops::Range<usize> {
+    fn valid(&self, kk: usize, len: usize, out: usize) -> Range<usize> {
         valid_range(kk, self.stride, self.padding, len, out)
+    }
+
+    /// Whether the columns of an image are the image itself (1×1, stride 1, no padding).
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.padding == 0
     }
 }
 
-/// `[N, C, H, W]` → `[C·k·k, N·oh·ow]` (the batch size is the second field).
-struct Im2Col(Window, usize);
+/// One convolution's sizes: `n` images of `c` channels, `o` output channels, and the window.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    g: Window,
+    n: usize,
+    c: usize,
+    o: usize,
+    /// Images per group.
+    group: usize,
+}
 
-/// The adjoint: `[C·k·k, N·oh·ow]` → `[N, C, H, W]`, summing overlapping windows.
-struct Col2Im(Window, usize);
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
+impl Plan {
+    fn new(g: Window, n: usize, c: usize, o: usize) -> Self {
+        let group = GROUP_COLUMNS.div_ceil(g.oh * g.ow).clamp(1, n.max(1));
+        Self { g, n, c, o, group }
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_slice(s, l, "im2col", "input")?;
-        let (n, c, h, w) = l.shape().dims4()?;
+    /// Output positions per image.
+    fn l(&self) -> usize {
+        self.g.oh * self.g.ow
+    }
+
+    /// Rows of the columns: `c·k·k`.
+    fn k(&self) -> usize {
+        self.c * self.g.k * self.g.k
+    }
+
+    fn in_len(&self) -> usize {
+        self.c * self.g.h * self.g.w
+    }
+
+    fn out_len(&self) -> usize {
+        self.o * self.l()
+    }
+
+    fn groups(&self) -> Vec<Range<usize>> {
+        (0..self.n)
+            .step_by(self.group)
+            .map(|b| b..(b + self.group).min(self.n))
+            .collect()
+    }
+
+    /// The parallelism left to `gemm` when `jobs` independent products run at once.
+    fn parallelism(jobs: usize) -> Parallelism {
+        let threads = rayon::current_num_threads();
+        if jobs >= threads || threads == 1 {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(threads)
+        }
+    }
+
+    /// The columns of images `images` (`[c·k·k, G·l]`): the input itself when it can be, else
+    /// laid out in `buf`.
+    fn columns<'a>(&self, x: &'a [f32], images: &Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        if self.g.is_pointwise() && images.len() == 1 {
+            return &x[images.start * self.in_len()..images.end * self.in_len()];
+        }
+        let (g, l, gl) = (self.g, self.l(), images.len() * self.l());
+        buf.resize(self.k() * gl, 0.0);
+        for (row_index, row) in buf.chunks_mut(gl).enumerate() {
+            let ch = row_index / (g.k * g.k);
+            let (ky, kx) = ((row_index / g.k) % g.k, row_index % g.k);
+            let cols = g.valid(kx, g.w, g.ow);
+            for (j, b) in images.clone().enumerate() {
+                let plane = &x[(b * self.c + ch) * g.h * g.w..][..g.h * g.w];
+                let dst_img = &mut row[j * l..(j + 1) * l];
+                if g.padding > 0 {
+                    dst_img.fill(0.0);
+                }
+                for oy in g.valid(ky, g.h, g.oh) {
+                    let src_row = &plane[(oy * g.stride + ky - g.padding) * g.w..][..g.w];
+                    let dst = &mut dst_img[oy * g.ow..(oy + 1) * g.ow];
+                    if g.stride == 1 {
+                        let start = cols.start + kx - g.padding;
+                        dst[cols.clone()].copy_from_slice(&src_row[start..start + cols.len()]);
+                    } else {
+                        for ox in cols.clone() {
+                            dst[ox] = src_row[ox * g.stride + kx - g.padding];
+                        }
+                    }
+                }
+            }
+        }
+        buf
+    }
+
+    /// Adds columns `cols` (`[c·k·k, G·l]`) into the images they came from (`dst`: the group's
+    /// `[G, c, h, w]`), summing overlapping windows: the adjoint of [`Self::columns`].
+    fn add_columns(&self, cols: &[f32], images: usize, dst: &mut [f32]) {
+        let (g, l, gl) = (self.g, self.l(), images * self.l());
+        for (plane_index, xp) in dst.chunks_mut(g.h * g.w).enumerate() {
+            let (j, ch) = (plane_index / self.c, plane_index % self.c);
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let row = &cols[(ch * g.k * g.k + ky * g.k + kx) * gl + j * l..][..l];
+                    let span = g.valid(kx, g.w, g.ow);
+                    for oy in g.valid(ky, g.h, g.oh) {
+                        let iy = oy * g.stride + ky - g.padding;
+                        let src = &row[oy * g.ow..(oy + 1) * g.ow];
+                        let out = &mut xp[iy * g.w..(iy + 1) * g.w];
+                        if g.stride == 1 {
+                            let start = span.start + kx - g.padding;
+                            for (d, s) in out[start..start + span.len()]
+                                .iter_mut()
+                                .zip(&src[span.clone()])
+                            {
+                                *d += s;
+                            }
+                        } else {
+                            for ox in span.clone() {
+                                out[ox * g.stride + kx - g.padding] += src[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The group's `[o, G·l]` matrix of an `[N, o, l]` tensor: in place for one image, else
+    /// gathered into `buf`.
+    fn gather<'a>(&self, y: &'a [f32], images: &Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        let (l, ol) = (self.l(), self.out_len());
+        if images.len() == 1 {
+            return &y[images.start * ol..images.end * ol];
+        }
+        let gl = images.len() * l;
+        buf.resize(self.o * gl, 0.0);
+        for (j, b) in images.clone().enumerate() {
+            for oc in 0..self.o {
+                buf[oc * gl + j * l..][..l].copy_from_slice(&y[b * ol + oc * l..][..l]);
+            }
+        }
+        buf
+    }
+
+    /// Writes a group's `[o, G·l]` product into its images' `[G, o, l]` slice.
+    fn scatter(&self, product: &[f32], images: usize, dst: &mut [f32]) {
+        let (l, ol, gl) = (self.l(), self.out_len(), images * self.l());
+        for j in 0..images {
+            for oc in 0..self.o {
+                dst[j * ol + oc * l..][..l].copy_from_slice(&product[oc * gl + j * l..][..l]);
+            }
+        }
+    }
+}
+
+/// A strided matrix operand of [`matmul`].
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    /// Row stride.
+    rs: usize,
+    /// Column stride.
+    cs: usize,
+}
+
+impl<'a> Operand<'a> {
+    fn rows(data: &'a [f32], width: usize) -> Self {
+        Self {
+            data,
+            rs: width,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix of `width` columns.
+    fn transposed(data: &'a [f32], width: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: width,
+        }
+    }
+
+    fn check(&self, rows: usize, cols: usize) {
+        if rows > 0 && cols > 0 {
+            assert!((rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len());
+        }
+    }
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` with row-major `dst`; accumulates when `accumulate`.
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Operand,
+    rhs: Operand,
+    parallelism: Parallelism,
+) {
+    assert!(dst.len() >= m * n);
+    lhs.check(m, k);
+    rhs.check(k, n);
+    // SAFETY: the bounds of all three matrices were checked above against their slices, and
+    // `dst` is borrowed mutably, so nothing else reads or writes it during the product.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+fn check_weight(w: &Layout, p: &Plan, op: &str) -> Result<()> {
+    let expected = (p.o, p.c, p.g.k, p.g.k);
+    if w.shape().dims4()? != expected {
+        bail!("{op}: weight {:?} does not fit {expected:?}", w.shape());
+    }
+    Ok(())
+}
+
+/// The operands of a gradient, cut from the graph: a gradient built from tracked tensors would
+/// keep the whole step's graph alive through the optimiser's moments, step after step.
+fn detached(a: &Tensor, b: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    Ok((a.detach(), b.detach(), grad.detach().contiguous()?))
+}
+
+/// The convolution: `x [N, C, H, W]` and `w [O, C, k, k]` → `[N, O, oh, ow]`.
+#[derive(Clone, Copy)]
+struct Conv(Window);
+
+/// Its adjoint in the input: `dy [N, O, oh, ow]` and `w [O, C, k, k]` → `[N, C, H, W]` (also
+/// the transposed convolution).
+#[derive(Clone, Copy)]
+struct ConvData(Window);
+
+/// Its weight gradient: `x [N, C, H, W]` and `dy [N, O, oh, ow]` → `[O, C, k, k]`.
+#[derive(Clone, Copy)]
+struct ConvFilter(Window);
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (
+            cpu_slice(xs, xl, "conv2d", "input")?,
+            cpu_slice(ws, wl, "conv2d", "weight")?,
+        );
+        let (n, c, h, wd) = xl.shape().dims4()?;
         let g = self.0;
-        if (h, w) != (g.h, g.w) {
+        if (h, wd) != (g.h, g.w) {
             bail!(
-                "im2col: input {h}x{w} differs from the window's {}x{}",
+                "conv2d: input {h}x{wd} differs from the window's {}x{}",
                 g.h,
                 g.w
             );
         }
-        let (k, l_out) = (g.k, g.oh * g.ow);
-        let mut out = vec![0f32; c * k * k * n * l_out];
-        // Row (c, ky, kx) holds that kernel tap for every image and output position, so the whole
-        // batch is one matrix product with the weights (no per-image products to sum afterwards).
-        out.par_chunks_mut(n * l_out)
-            .enumerate()
-            .for_each(|(row_index, row)| {
-                let ch = row_index / (k * k);
-                let (ky, kx) = ((row_index / k) % k, row_index % k);
-                let cols = g.valid(kx, w, g.ow);
-                for b in 0..n {
-                    let xp = &x[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
-                    let dst_img = &mut row[b * l_out..(b + 1) * l_out];
-                    for oy in g.valid(ky, h, g.oh) {
-                        let iy = oy * g.stride + ky - g.padding;
-                        let dst = &mut dst_img[oy * g.ow..(oy + 1) * g.ow];
-                        let src_row = &xp[iy * w..(iy + 1) * w];
-                        if g.stride == 1 {
-                            let start = cols.start + kx - g.padding;
-                            dst[cols.clone()].copy_from_slice(&src_row[start..start + cols.len()]);
-                        } else {
-                            for ox in cols.clone() {
-                                dst[ox] = src_row[ox * g.stride + kx - g.padding];
-                            }
-                        }
+        let p = Plan::new(g, n, c, wl.shape().dims4()?.0);
+        check_weight(wl, &p, "conv2d")?;
+        let groups = p.groups();
+        let par = Plan::parallelism(groups.len());
+        let mut out = vec![0f32; n * p.out_len()];
+        out.par_chunks_mut(p.group * p.out_len())
+            .zip(groups)
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(cols_buf, product), (dst, images)| {
+                    let gl = images.len() * p.l();
+                    let cols = p.columns(x, &images, cols_buf);
+                    let shape = (p.o, gl, p.k());
+                    let (w, cols) = (Operand::rows(w, p.k()), Operand::rows(cols, gl));
+                    if images.len() == 1 {
+                        matmul(shape, dst, false, w, cols, par);
+                    } else {
+                        product.resize(p.o * gl, 0.0);
+                        matmul(shape, product, false, w, cols, par);
+                        p.scatter(product, images.len(), dst);
                     }
-                }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((c * k * k, n * l_out))))
+                },
+            );
+        Ok((CpuStorage::F32(out), Shape::from((n, p.o, g.oh, g.ow))))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(col2im(&grad.contiguous()?, self.0, self.1)?))
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, w, dy) = detached(x, w, dy)?;
+        Ok((
+            Some(dy.apply_op2(&w, ConvData(self.0))?),
+            Some(x.apply_op2(&dy, ConvFilter(self.0))?),
+        ))
     }
 }
 
-impl CustomOp1 for Col2Im {
+impl CustomOp2 for ConvData {
     fn name(&self) -> &'static str {
-        "col2im"
+        "conv2d-data"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let cols = cpu_slice(s, l, "im2col", "input")?;
-        let (ckk, nl) = l.shape().dims2()?;
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = "conv2d-data";
+        let (dy, w) = (
+            cpu_slice(ys, yl, op, "gradient")?,
+            cpu_slice(ws, wl, op, "weight")?,
+        );
+        let (n, o, oh, ow) = yl.shape().dims4()?;
         let g = self.0;
-        let n = self.1;
-        let (k, h, w) = (g.k, g.h, g.w);
-        let l_in = g.oh * g.ow;
-        if ckk % (k * k) != 0 || nl != n * l_in {
+        if (oh, ow) != (g.oh, g.ow) {
             bail!(
-                "col2im: columns {:?} do not match the window {g:?}",
-                l.shape()
+                "{op}: input {oh}x{ow} differs from the window's output {}x{}",
+                g.oh,
+                g.ow
             );
         }
-        let c = ckk / (k * k);
-        let mut out = vec![0f32; n * c * h * w];
-        out.par_chunks_mut(h * w)
-            .enumerate()
-            .for_each(|(plane, xp)| {
-                let (b, ch) = (plane / c, plane % c);
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let row =
-                            &cols[(ch * k * k + ky * k + kx) * nl..][b * l_in..(b + 1) * l_in];
-                        let span = g.valid(kx, w, g.ow);
-                        for oy in g.valid(ky, h, g.oh) {
-                            let iy = oy * g.stride + ky - g.padding;
-                            let src = &row[oy * g.ow..(oy + 1) * g.ow];
-                            let dst = &mut xp[iy * w..(iy + 1) * w];
-                            if g.stride == 1 {
-                                let start = span.start + kx - g.padding;
-                                for (d, s) in dst[start..start + span.len()]
-                                    .iter_mut()
-                                    .zip(&src[span.clone()])
-                                {
-                                    *d += s;
-                                }
-                            } else {
-                                for ox in span.clone() {
-                                    dst[ox * g.stride + kx - g.padding] += src[ox];
-                                }
-                            }
-                        }
+        let (wo, c, _, _) = wl.shape().dims4()?;
+        if wo != o {
+            bail!("{op}: weight {:?} does not fit {o} channels", wl.shape());
+        }
+        let p = Plan::new(g, n, c, o);
+        check_weight(wl, &p, op)?;
+        let groups = p.groups();
+        let par = Plan::parallelism(groups.len());
+        let mut dx = vec![0f32; n * p.in_len()];
+        dx.par_chunks_mut(p.group * p.in_len())
+            .zip(groups)
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(dy_buf, cols), (dst, images)| {
+                    let gl = images.len() * p.l();
+                    let dyg = Operand::rows(p.gather(dy, &images, dy_buf), gl);
+                    let wt = Operand::transposed(w, p.k());
+                    let shape = (p.k(), gl, p.o);
+                    if p.g.is_pointwise() && images.len() == 1 {
+                        matmul(shape, dst, false, wt, dyg, par);
+                    } else {
+                        cols.resize(p.k() * gl, 0.0);
+                        matmul(shape, cols, false, wt, dyg, par);
+                        p.add_columns(cols, images.len(), dst);
                     }
+                },
+            );
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, g.h, g.w))))
+    }
+
+    fn bwd(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        _dx: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dy, w, grad) = detached(dy, w, grad)?;
+        Ok((
+            Some(grad.apply_op2(&w, Conv(self.0))?),
+            Some(grad.apply_op2(&dy, ConvFilter(self.0))?),
+        ))
+    }
+}
+
+impl CustomOp2 for ConvFilter {
+    fn name(&self) -> &'static str {
+        "conv2d-filter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = "conv2d-filter";
+        let (x, dy) = (
+            cpu_slice(xs, xl, op, "input")?,
+            cpu_slice(ys, yl, op, "gradient")?,
+        );
+        let (n, c, h, wd) = xl.shape().dims4()?;
+        let (ny, o, oh, ow) = yl.shape().dims4()?;
+        let g = self.0;
+        if (h, wd, oh, ow) != (g.h, g.w, g.oh, g.ow) || ny != n {
+            bail!(
+                "{op}: input {:?} and gradient {:?} do not fit {g:?}",
+                xl.shape(),
+                yl.shape()
+            );
+        }
+        let p = Plan::new(g, n, c, o);
+        let groups = p.groups();
+        // A fixed split into one run of groups per thread, each summing into its own partial,
+        // and the partials added in order: the same sum whatever thread ran what.
+        let threads = rayon::current_num_threads().max(1);
+        let runs: Vec<&[Range<usize>]> = groups.chunks(groups.len().div_ceil(threads)).collect();
+        let par = Plan::parallelism(runs.len());
+        let size = p.o * p.k();
+        let partials: Vec<Vec<f32>> = runs
+            .par_iter()
+            .map(|run| {
+                let (mut cols_buf, mut dy_buf) = (Vec::new(), Vec::new());
+                let mut dw = vec![0f32; size];
+                for images in run.iter() {
+                    let gl = images.len() * p.l();
+                    let cols = Operand::transposed(p.columns(x, images, &mut cols_buf), gl);
+                    let dyg = Operand::rows(p.gather(dy, images, &mut dy_buf), gl);
+                    matmul((p.o, p.k(), gl), &mut dw, true, dyg, cols, par);
                 }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
+                dw
+            })
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![0f32; size]);
+        for part in parts {
+            for (a, b) in dw.iter_mut().zip(&part) {
+                *a += b;
+            }
+        }
+        Ok((CpuStorage::F32(dw), Shape::from((o, c, g.k, g.k))))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Im2Col(self.0, self.1))?))
+    fn bwd(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        _dw: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, dy, grad) = detached(x, dy, grad)?;
+        Ok((
+            Some(dy.apply_op2(&grad, ConvData(self.0))?),
+            Some(x.apply_op2(&grad, Conv(self.0))?),
+        ))
     }
-}
-
-fn col2im(cols: &Tensor, g: Window, n: usize) -> Result<Tensor> {
-    cols.apply_op1(Col2Im(g, n))
-}
-
-/// `[N, C, H, W]` → `[C, N·H·W]`: channels first, so a 1×1 convolution of the whole batch is one
-/// matrix product.
-pub(crate) fn channels_first(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h * w))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((c, n * h * w))
-}
-
-/// `[C, N·H·W]` → `[N, C, H, W]`.
-pub(crate) fn batch_first(y: &Tensor, n: usize, h: usize, w: usize) -> Result<Tensor> {
-    let c = y.dim(0)?;
-    y.reshape((c, n, h * w))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((n, c, h, w))
-}
-
-/// A 1×1, stride-1 convolution as one matrix product over the whole batch.
-pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (n, c, h, wd) = x.dims4()?;
-    let o = w.dim(0)?;
-    let y = w.reshape((o, c))?.matmul(&channels_first(x)?)?;
-    batch_first(&y, n, h, wd)
 }
 
 /// Dense `conv2d(x [N, C, H, W], w [O, C, k, k])`, stride and zero padding, no dilation or groups.
 ///
-/// On the CPU it runs as im2col + gemm (fast in both directions); elsewhere it is candle's conv2d.
+/// On the CPU it runs on the kernels above (fast in both directions); elsewhere it is candle's
+/// conv2d.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     if !on_cpu(x) {
         return x.conv2d(w, padding, stride, 1, 1);
     }
-    let (n, c, h, wd) = x.dims4()?;
-    let (o, ci, k, k2) = w.dims4()?;
+    let (_, c, h, wd) = x.dims4()?;
+    let (_, ci, k, k2) = w.dims4()?;
     if ci != c || k != k2 {
         bail!(
             "conv2d: weight {:?} does not fit input {:?}",
@@ -208,9 +543,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         );
     }
     let g = Window::new(h, wd, k, stride, padding)?;
-    let cols = x.contiguous()?.apply_op1(Im2Col(g, n))?;
-    let y = w.reshape((o, c * k * k))?.matmul(&cols)?;
-    batch_first(&y, n, g.oh, g.ow)
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv(g))
 }
 
 /// `conv_transpose2d(x [N, C, H, W], w [C, O, k, k])` (PyTorch layout), stride and padding,
@@ -219,8 +552,8 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -
     if !on_cpu(x) {
         return x.conv_transpose2d(w, padding, 0, stride, 1);
     }
-    let (n, c, h, wd) = x.dims4()?;
-    let (ci, o, k, k2) = w.dims4()?;
+    let (_, c, h, wd) = x.dims4()?;
+    let (ci, _, k, k2) = w.dims4()?;
     if ci != c || k != k2 {
         bail!(
             "conv_transpose2d: weight {:?} does not fit input {:?}",
@@ -233,15 +566,13 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -
     if out_h < 2 * padding + 1 || out_w < 2 * padding + 1 {
         bail!("conv_transpose2d: padding {padding} too large");
     }
-    let (out_h, out_w) = (out_h - 2 * padding, out_w - 2 * padding);
-    // The transposed convolution is the adjoint of a convolution over the output's geometry.
-    let g = Window::new(out_h, out_w, k, stride, padding)?;
+    // The transposed convolution is the adjoint of a convolution over the output's geometry,
+    // whose weight `[O_conv = C, C_conv = O, k, k]` is PyTorch's transposed layout as it is.
+    let g = Window::new(out_h - 2 * padding, out_w - 2 * padding, k, stride, padding)?;
     if (g.oh, g.ow) != (h, wd) {
         bail!("conv_transpose2d: inconsistent geometry {g:?} for input {h}x{wd}");
     }
-    let wt = w.reshape((c, o * k * k))?.t()?;
-    let cols = wt.matmul(&channels_first(x)?)?;
-    col2im(&cols, g, n)
+    x.contiguous()?.apply_op2(&w.contiguous()?, ConvData(g))
 }
 
 #[cfg(test)]
@@ -282,6 +613,10 @@ mod tests {
             (2, 6, 5, 5, 4, 1, 1, 0),
             (3, 2, 6, 6, 3, 4, 2, 1),
             (1, 2, 5, 7, 3, 3, 1, 0),
+            // Several groups of several images, and single images of more than 512 positions.
+            (70, 3, 4, 4, 5, 3, 1, 1),
+            (3, 3, 24, 24, 4, 3, 1, 1),
+            (33, 4, 6, 6, 3, 1, 1, 0),
         ] {
             let x = Var::randn(0f32, 1.0, (n, c, h, w), &dev)?;
             let wt = Var::randn(0f32, 1.0, (o, c, k, k), &dev)?;
@@ -327,43 +662,90 @@ mod tests {
         Ok(())
     }
 
-    /// ⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩: the two reshuffles are adjoint, so each is the other's gradient.
+    /// ⟨conv(x, w), y⟩ = ⟨x, data(y, w)⟩ = ⟨w, filter(x, y)⟩: the three ops are one bilinear
+    /// form read three ways, for single images and groups, pointwise and padded windows.
     #[test]
-    fn im2col_and_col2im_are_adjoint() -> Result<()> {
+    fn the_three_products_are_adjoint() -> Result<()> {
         let dev = Device::Cpu;
-        for &(h, w, k, s, p) in &[
-            (7, 5, 3, 2, 1),
-            (6, 6, 4, 2, 1),
-            (5, 5, 3, 1, 0),
-            (9, 4, 5, 3, 2),
+        for &(n, c, o, h, w, k, s, p) in &[
+            (2, 3, 4, 7, 5, 3, 2, 1),
+            (3, 2, 3, 6, 6, 4, 2, 1),
+            (5, 3, 2, 5, 5, 3, 1, 0),
+            (2, 4, 3, 9, 4, 5, 3, 2),
+            (40, 3, 5, 4, 4, 1, 1, 0),
+            (1, 6, 5, 30, 30, 1, 1, 0),
+            (9, 2, 2, 12, 12, 3, 1, 1),
         ] {
             let g = Window::new(h, w, k, s, p)?;
-            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &dev)?;
-            let y = Tensor::randn(0f32, 1.0, (3 * k * k, 2 * g.oh * g.ow), &dev)?;
-            let lhs = (x.apply_op1(Im2Col(g, 2))? * &y)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            let rhs = (col2im(&y, g, 2)? * &x)?.sum_all()?.to_scalar::<f32>()?;
+            let x = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1.0, (o, c, k, k), &dev)?;
+            let y = Tensor::randn(0f32, 1.0, (n, o, g.oh, g.ow), &dev)?;
+            let dot = |a: &Tensor, b: &Tensor| -> Result<f32> { (a * b)?.sum_all()?.to_scalar() };
+            let a = dot(&x.apply_op2(&wt, Conv(g))?, &y)?;
+            let b = dot(&x, &y.apply_op2(&wt, ConvData(g))?)?;
+            let d = dot(&wt, &x.apply_op2(&y, ConvFilter(g))?)?;
+            let tol = 1e-4 * (1.0 + a.abs());
+            let case = format!("{n} {c} {o} {h}x{w} k{k} s{s} p{p}");
             assert!(
-                (lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()),
-                "{lhs} vs {rhs}"
+                (a - b).abs() < tol && (a - d).abs() < tol,
+                "{case}: {a} {b} {d}"
             );
+        }
+        Ok(())
+    }
+
+    /// Gradients carry no graph: one that did would keep each step's activations alive through
+    /// the optimiser's moments (memory grew by gigabytes per MobileNetV2 step before the fix).
+    #[test]
+    fn gradients_do_not_track_the_graph() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1.0, (2, 3, 6, 6), &dev)?;
+        let w1 = Var::randn(0f32, 1.0, (4, 3, 3, 3), &dev)?;
+        let w2 = Var::randn(0f32, 1.0, (4, 5, 4, 4), &dev)?;
+        // A convolution, then a transposed one on its tracked output.
+        let h = conv2d(x.as_tensor(), w1.as_tensor(), 1, 1)?;
+        let y = conv_transpose2d(&h, w2.as_tensor(), 2, 1)?;
+        let grads = y.sqr()?.sum_all()?.backward()?;
+        for v in [&x, &w1, &w2] {
+            assert!(!grads.get(v).unwrap().track_op());
+        }
+        Ok(())
+    }
+
+    /// The weight gradient sums over the batch in a fixed order, whatever the threads do
+    /// (bit-identical resume depends on it).
+    #[test]
+    fn the_weight_gradient_is_deterministic() -> Result<()> {
+        let dev = Device::Cpu;
+        let g = Window::new(6, 6, 3, 1, 1)?;
+        let x = Tensor::randn(0f32, 1.0, (37, 4, 6, 6), &dev)?;
+        let y = Tensor::randn(0f32, 1.0, (37, 5, 6, 6), &dev)?;
+        let first = x
+            .apply_op2(&y, ConvFilter(g))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for _ in 0..5 {
+            let again = x
+                .apply_op2(&y, ConvFilter(g))?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            assert_eq!(first, again);
         }
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod conv1x1_tests {
+mod pointwise_tests {
     use super::*;
     use candle_core::{Device, Var};
 
     #[test]
-    fn conv1x1_matches_candle_with_gradients() -> Result<()> {
+    fn pointwise_conv_matches_candle_with_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let x = Var::randn(0f32, 1.0, (3, 5, 4, 6), &dev)?;
         let w = Var::randn(0f32, 1.0, (7, 5, 1, 1), &dev)?;
-        let ours = conv1x1(x.as_tensor(), w.as_tensor())?;
+        let ours = conv2d(x.as_tensor(), w.as_tensor(), 1, 0)?;
         let theirs = x.as_tensor().conv2d(w.as_tensor(), 0, 1, 1, 1)?;
         let up = Tensor::randn(0f32, 1.0, ours.shape(), &dev)?;
         let d = |a: &Tensor, b: &Tensor| -> Result<f32> {

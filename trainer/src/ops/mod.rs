@@ -10,7 +10,7 @@ pub mod runtime;
 pub use activation::{leaky_relu, relu6};
 pub use batchnorm::{batch_norm, channel_stats};
 pub use depthwise::depthwise_conv2d;
-pub use im2col::{conv1x1, conv2d, conv_transpose2d};
+pub use im2col::{conv2d, conv_transpose2d};
 pub use maxpool::max_pool2d;
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};

@@ -811,7 +811,11 @@ fn evaluate(logits: &[Vec<f64>], labels: &[usize], pos: usize) -> (f64, f64, f64
 }
 
 /// Class-weighted cross-entropy: each class counts as much as the others whatever its size.
-pub fn weighted_cross_entropy(logits: &Tensor, labels: &Tensor, weights: &Tensor) -> Result<Tensor> {
+pub fn weighted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
     let w = weights.index_select(labels, 0)?;

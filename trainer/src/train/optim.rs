@@ -94,6 +94,9 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
+            // A gradient that still tracks its graph would chain every step's graph into the
+            // moments (memory growing step after step); the update is never differentiated.
+            let g = &g.detach();
             let lr = lr * s.lr_scale;
             s.m = ((&s.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             s.v = ((&s.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
