@@ -350,7 +350,8 @@ pub struct EpochRecord {
     pub selection: f64,
     /// Learning rate at the end of the epoch.
     pub lr: f64,
-    /// Training throughput.
+    /// Training photos per second of the epoch's training pass (the probe epoch: photos whose
+    /// backbone features it computed, all views of each, over the time including the solve).
     pub images_per_second: f64,
 }
 
@@ -1081,10 +1082,12 @@ impl<'a> Trainer<'a> {
     ) -> Result<EpochRecord> {
         let phase = self.phase(epoch);
         let start = Instant::now();
-        let (loss_sum, seen) = if phase == Phase::Probe {
+        let (loss_sum, seen, photos) = if phase == Phase::Probe {
             let (sweep, loss, rows) = self.solve_probe(progress)?;
             state.probe = Some(sweep);
-            (loss * rows as f64, rows)
+            // Throughput in training photos (each through the backbone in all its views), not
+            // in the cached feature rows the probe then solves on.
+            (loss * rows as f64, rows, self.data.train.len())
         } else {
             let mut rng = rng_for(self.config.seed, epoch as u64, u64::MAX);
             let mut order: Vec<usize> = (0..self.data.train.len()).collect();
@@ -1108,7 +1111,8 @@ impl<'a> Trainer<'a> {
                         .forward_stages(&frozen, t.first_trainable..t.net.num_stages(), true)?;
                 let y: Vec<u32> = idx.iter().map(|&i| t.data.train[i].label as u32).collect();
                 Ok((Network::pool(&feats)?, Tensor::new(y, &t.device)?))
-            })?
+            })
+            .map(|(loss_sum, seen)| (loss_sum, seen, seen))?
         };
         let secs = start.elapsed().as_secs_f64();
         if phase == Phase::Finetune {
@@ -1130,7 +1134,7 @@ impl<'a> Trainer<'a> {
                 Phase::Probe => 0.0,
                 Phase::Finetune => self.lr(state.opt_steps.saturating_sub(1)),
             },
-            images_per_second: seen as f64 / secs,
+            images_per_second: photos as f64 / secs,
         })
     }
 
