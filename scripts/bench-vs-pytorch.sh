@@ -36,7 +36,8 @@ fi
 out=target/bench-vs-pytorch
 mkdir -p "$out"
 # The trainer first, so that its build does not run beside PyTorch's timings.
-export MPOX_BENCH_TSV="$out/candle.tsv"
+# Absolute: cargo runs benches in the package's folder.
+export MPOX_BENCH_TSV="$PWD/$out/candle.tsv"
 [ "$quick" = 1 ] && export MPOX_BENCH_QUICK=1
 cargo bench -p mpox-trainer --bench train_step
 unset MPOX_BENCH_TSV

@@ -89,7 +89,7 @@ impl Generator {
         for l in &self.layers {
             x = ops::conv_transpose2d(&x, &l.weight, l.stride, l.padding)?;
             x = match &l.bn {
-                Some(bn) => bn.forward_t(&x, train)?.relu()?,
+                Some(bn) => ops::relu(&bn.forward_t(&x, train)?)?,
                 None => x.tanh()?,
             };
         }

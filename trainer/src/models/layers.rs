@@ -21,7 +21,7 @@ impl Act {
     fn apply(self, x: Tensor) -> Result<Tensor> {
         match self {
             Act::None => Ok(x),
-            Act::Relu => x.relu(),
+            Act::Relu => ops::relu(&x),
             Act::Relu6 => ops::relu6(&x),
         }
     }

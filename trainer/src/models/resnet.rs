@@ -54,7 +54,7 @@ impl BasicBlock {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        ops::relu(&(y + shortcut)?)
     }
 
     fn export(&self, g: &mut GraphBuilder, x: &str) -> Result<String> {

@@ -1,13 +1,16 @@
-//! Element-wise activations with their gradients in one sweep each way (candle builds ReLU6 and
-//! LeakyReLU from several broadcast ops, each with its own backward pass).
+//! Element-wise activations with their gradients in one parallel sweep each way (candle builds
+//! ReLU6 and LeakyReLU from several broadcast ops, each with its own backward pass, and ReLU's
+//! backward from four: zeros, a comparison, a conversion and a product).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::{cpu_slice, on_cpu};
 
 /// An activation `f` with derivative `df`, both of the input.
 #[derive(Clone, Copy)]
 enum Kind {
+    Relu,
     Relu6,
     Leaky(f32),
 }
@@ -15,6 +18,7 @@ enum Kind {
 impl Kind {
     fn f(self, v: f32) -> f32 {
         match self {
+            Kind::Relu => v.max(0.0),
             Kind::Relu6 => v.clamp(0.0, 6.0),
             Kind::Leaky(a) => {
                 if v > 0.0 {
@@ -28,6 +32,14 @@ impl Kind {
 
     fn df(self, v: f32) -> f32 {
         match self {
+            // candle's convention (and PyTorch's): no gradient at 0.
+            Kind::Relu => {
+                if v > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
             Kind::Relu6 => {
                 if v > 0.0 && v < 6.0 {
                     1.0
@@ -46,6 +58,10 @@ impl Kind {
     }
 }
 
+/// Elements per parallel task: large enough that scheduling costs nothing, small enough that
+/// both cores get work on the smallest feature maps.
+const CHUNK: usize = 1 << 14;
+
 struct Act(Kind);
 
 impl CustomOp1 for Act {
@@ -55,7 +71,14 @@ impl CustomOp1 for Act {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s, l, "activation", "input")?;
-        let y: Vec<f32> = x.iter().map(|&v| self.0.f(v)).collect();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = self.0.f(v);
+                }
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -82,9 +105,31 @@ impl CustomOp2 for ActGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s1, l1, "activation", "input")?;
         let g = cpu_slice(s2, l2, "activation", "gradient")?;
-        let out: Vec<f32> = x.iter().zip(g).map(|(&v, &g)| g * self.0.df(v)).collect();
+        if x.len() != g.len() {
+            candle_core::bail!(
+                "activation: gradient {:?} for input {:?}",
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+            .for_each(|(o, (x, g))| {
+                for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
+                    *o = g * self.0.df(v);
+                }
+            });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+/// `max(x, 0)`; its gradient is 1 for positive inputs, else 0.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !on_cpu(x) {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(Act(Kind::Relu))
 }
 
 /// `min(max(x, 0), 6)`; its gradient is 1 strictly inside (0, 6), else 0.
@@ -119,6 +164,24 @@ mod tests {
         assert_eq!(
             g.get(&x).unwrap().to_vec1::<f32>()?,
             [0.0, 2.0, 3.0, 0.0, 5.0]
+        );
+        Ok(())
+    }
+
+    /// Against candle's own ReLU, over more elements than one parallel task takes.
+    #[test]
+    fn relu_matches_candle_in_value_and_gradient() -> Result<()> {
+        let n = 3 * CHUNK + 17;
+        let x = Var::randn(0f32, 1.0, n, &Device::Cpu)?;
+        let up = Tensor::randn(0f32, 1.0, n, &Device::Cpu)?;
+        let ours = relu(x.as_tensor())?;
+        let theirs = x.as_tensor().relu()?;
+        assert_eq!(ours.to_vec1::<f32>()?, theirs.to_vec1::<f32>()?);
+        let g1 = (ours * &up)?.sum_all()?.backward()?;
+        let g2 = (theirs * &up)?.sum_all()?.backward()?;
+        assert_eq!(
+            g1.get(&x).unwrap().to_vec1::<f32>()?,
+            g2.get(&x).unwrap().to_vec1::<f32>()?
         );
         Ok(())
     }
