@@ -89,7 +89,7 @@ impl Generator {
         for l in &self.layers {
             x = ops::conv_transpose2d(&x, &l.weight, l.stride, l.padding)?;
             x = match &l.bn {
-                Some(bn) => ops::relu(&bn.forward_t(&x, train)?)?,
+                Some(bn) => bn.forward_activated(&x, train, Some(ops::Activation::Relu))?,
                 None => x.tanh()?,
             };
         }
@@ -144,12 +144,12 @@ impl Discriminator {
         let n = self.layers.len();
         for (i, l) in self.layers.iter().enumerate() {
             x = ops::conv2d(&x, &l.weight, l.stride, l.padding)?;
-            if let Some(bn) = &l.bn {
-                x = bn.forward_t(&x, train)?;
-            }
-            if i + 1 < n {
-                x = ops::leaky_relu(&x, 0.2)?;
-            }
+            let activation = (i + 1 < n).then_some(ops::Activation::Leaky(0.2));
+            x = match (&l.bn, activation) {
+                (Some(bn), activation) => bn.forward_activated(&x, train, activation)?,
+                (None, Some(a)) => ops::activate(&x, a)?,
+                (None, None) => x,
+            };
         }
         x.flatten_all()
     }

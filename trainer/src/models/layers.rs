@@ -18,11 +18,12 @@ pub enum Act {
 }
 
 impl Act {
-    fn apply(self, x: Tensor) -> Result<Tensor> {
+    /// The kernel's activation (fused into the BatchNorm before it).
+    fn kernel(self) -> Option<ops::Activation> {
         match self {
-            Act::None => Ok(x),
-            Act::Relu => ops::relu(&x),
-            Act::Relu6 => ops::relu6(&x),
+            Act::None => None,
+            Act::Relu => Some(ops::Activation::Relu),
+            Act::Relu6 => Some(ops::Activation::Relu6),
         }
     }
 
@@ -80,6 +81,16 @@ impl BatchNorm {
     /// Normalises with the batch's statistics (updating the running ones) when `train`, else with
     /// the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_activated(x, train, None)
+    }
+
+    /// [`Self::forward_t`] followed by `activation`, in the same sweeps over the data.
+    pub fn forward_activated(
+        &self,
+        x: &Tensor,
+        train: bool,
+        activation: Option<ops::Activation>,
+    ) -> Result<Tensor> {
         let (mean, var) = if train {
             let stats = ops::channel_stats(x)?;
             let (mean, var) = (stats.get(0)?, stats.get(1)?);
@@ -100,7 +111,7 @@ impl BatchNorm {
             )
         };
         let params = Tensor::stack(&[&self.weight, &self.bias, &mean, &var], 0)?;
-        ops::batch_norm(x, &params, self.eps, train)
+        ops::batch_norm(x, &params, self.eps, train, activation)
     }
 
     /// `(scale, shift)` per channel such that eval-mode output is `x·scale + shift`.
@@ -191,7 +202,7 @@ impl ConvBn {
     /// Convolution, BatchNorm (batch statistics when `train`), activation.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv(x)?;
-        self.act.apply(self.bn.forward_t(&y, train)?)
+        self.bn.forward_activated(&y, train, self.act.kernel())
     }
 
     fn conv(&self, x: &Tensor) -> Result<Tensor> {

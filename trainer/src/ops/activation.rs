@@ -8,19 +8,26 @@ use rayon::prelude::*;
 use super::{cpu_slice, on_cpu};
 
 /// An activation `f` with derivative `df`, both of the input.
-#[derive(Clone, Copy)]
-enum Kind {
+///
+/// `df` can also be read off the output, `df(x) = df(f(x))`, for all of them (the slope is
+/// positive, and the clamp points map to themselves), so an op that fuses one (BatchNorm) can
+/// keep only its output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `max(x, 0)`.
     Relu,
+    /// `min(max(x, 0), 6)`.
     Relu6,
+    /// `x` for positive inputs, `slope·x` otherwise.
     Leaky(f32),
 }
 
-impl Kind {
-    fn f(self, v: f32) -> f32 {
+impl Activation {
+    pub(crate) fn f(self, v: f32) -> f32 {
         match self {
-            Kind::Relu => v.max(0.0),
-            Kind::Relu6 => v.clamp(0.0, 6.0),
-            Kind::Leaky(a) => {
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::Leaky(a) => {
                 if v > 0.0 {
                     v
                 } else {
@@ -30,24 +37,24 @@ impl Kind {
         }
     }
 
-    fn df(self, v: f32) -> f32 {
+    pub(crate) fn df(self, v: f32) -> f32 {
         match self {
             // candle's convention (and PyTorch's): no gradient at 0.
-            Kind::Relu => {
+            Activation::Relu => {
                 if v > 0.0 {
                     1.0
                 } else {
                     0.0
                 }
             }
-            Kind::Relu6 => {
+            Activation::Relu6 => {
                 if v > 0.0 && v < 6.0 {
                     1.0
                 } else {
                     0.0
                 }
             }
-            Kind::Leaky(a) => {
+            Activation::Leaky(a) => {
                 if v > 0.0 {
                     1.0
                 } else {
@@ -62,7 +69,7 @@ impl Kind {
 /// both cores get work on the smallest feature maps.
 const CHUNK: usize = 1 << 14;
 
-struct Act(Kind);
+struct Act(Activation);
 
 impl CustomOp1 for Act {
     fn name(&self) -> &'static str {
@@ -89,7 +96,7 @@ impl CustomOp1 for Act {
     }
 }
 
-struct ActGrad(Kind);
+struct ActGrad(Activation);
 
 impl CustomOp2 for ActGrad {
     fn name(&self) -> &'static str {
@@ -124,12 +131,21 @@ impl CustomOp2 for ActGrad {
     }
 }
 
+/// `x` through `activation`, on any device.
+pub fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+    match activation {
+        Activation::Relu => relu(x),
+        Activation::Relu6 => relu6(x),
+        Activation::Leaky(slope) => leaky_relu(x, slope),
+    }
+}
+
 /// `max(x, 0)`; its gradient is 1 for positive inputs, else 0.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if !on_cpu(x) {
         return x.relu();
     }
-    x.contiguous()?.apply_op1(Act(Kind::Relu))
+    x.contiguous()?.apply_op1(Act(Activation::Relu))
 }
 
 /// `min(max(x, 0), 6)`; its gradient is 1 strictly inside (0, 6), else 0.
@@ -137,7 +153,7 @@ pub fn relu6(x: &Tensor) -> Result<Tensor> {
     if !on_cpu(x) {
         return x.clamp(0f32, 6f32);
     }
-    x.contiguous()?.apply_op1(Act(Kind::Relu6))
+    x.contiguous()?.apply_op1(Act(Activation::Relu6))
 }
 
 /// `x` for positive inputs, `slope·x` otherwise.
@@ -145,7 +161,7 @@ pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
     if !on_cpu(x) {
         return x.maximum(&(x * f64::from(slope))?);
     }
-    x.contiguous()?.apply_op1(Act(Kind::Leaky(slope)))
+    x.contiguous()?.apply_op1(Act(Activation::Leaky(slope)))
 }
 
 #[cfg(test)]

@@ -3,11 +3,14 @@
 //! candle's BatchNorm is a chain of broadcast element-wise ops (and so is its backward); in a
 //! MobileNetV2 training step they took most of the time, ahead of the convolutions. Here the
 //! forward pass is one sweep over the data and the backward pass uses the closed-form gradient.
+//! The activation after it (ReLU, ReLU6, LeakyReLU) runs in the same sweeps, each way.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
 
-use super::{cpu_slice, on_cpu};
+use super::{activate, cpu_slice, on_cpu, Activation};
 
 /// Per-channel mean and biased variance of `x [N, C, H, W]` as a `[2, C]` tensor (no gradient).
 pub fn channel_stats(x: &Tensor) -> Result<Tensor> {
@@ -64,22 +67,40 @@ impl CustomOp1 for ChannelStats {
 /// With `batch_stats`, μ and σ² are the batch's own statistics (training): the input gradient then
 /// includes their dependence on `x`, and μ, σ² themselves receive none. Otherwise they are constants
 /// (running statistics, evaluation). The gradient of `params` has zero rows for μ and σ².
-pub fn batch_norm(x: &Tensor, params: &Tensor, eps: f64, batch_stats: bool) -> Result<Tensor> {
+/// `activation`, if any, is applied to the result.
+pub fn batch_norm(
+    x: &Tensor,
+    params: &Tensor,
+    eps: f64,
+    batch_stats: bool,
+    activation: Option<Activation>,
+) -> Result<Tensor> {
     if !on_cpu(x) {
         let c = x.dim(1)?;
         let p = |i: usize| params.get(i)?.reshape((1, c, 1, 1));
         let (g, b, m, v) = (p(0)?, p(1)?, p(2)?, p(3)?);
         let xhat = x.broadcast_sub(&m)?.broadcast_div(&(v + eps)?.sqrt()?)?;
-        return xhat.broadcast_mul(&g)?.broadcast_add(&b);
+        let y = xhat.broadcast_mul(&g)?.broadcast_add(&b)?;
+        return match activation {
+            Some(a) => activate(&y, a),
+            None => Ok(y),
+        };
     }
-    x.contiguous()?
-        .apply_op2(&params.contiguous()?, BatchNormOp { eps, batch_stats })
+    x.contiguous()?.apply_op2(
+        &params.contiguous()?,
+        BatchNormOp {
+            eps,
+            batch_stats,
+            activation,
+        },
+    )
 }
 
 #[derive(Clone, Copy)]
 struct BatchNormOp {
     eps: f64,
     batch_stats: bool,
+    activation: Option<Activation>,
 }
 
 impl CustomOp2 for BatchNormOp {
@@ -106,8 +127,18 @@ impl CustomOp2 for BatchNormOp {
             let ch = i % c;
             let scale = p[ch] / (f64::from(p[3 * c + ch]) + self.eps).sqrt() as f32;
             let shift = p[c + ch] - p[2 * c + ch] * scale;
-            for (o, &v) in out.iter_mut().zip(&x[i * plane..(i + 1) * plane]) {
-                *o = v * scale + shift;
+            let src = &x[i * plane..(i + 1) * plane];
+            match self.activation {
+                None => {
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = v * scale + shift;
+                    }
+                }
+                Some(a) => {
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = a.f(v * scale + shift);
+                    }
+                }
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -117,7 +148,7 @@ impl CustomOp2 for BatchNormOp {
         &self,
         x: &Tensor,
         params: &Tensor,
-        _res: &Tensor,
+        y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let c = params.dim(1)?;
@@ -125,8 +156,9 @@ impl CustomOp2 for BatchNormOp {
             op: *self,
             params: params.flatten_all()?.to_vec1::<f32>()?,
         };
-        // One buffer holds [dx; dparams]: both come out of the same per-channel sums.
-        let both = x.apply_op2_no_bwd(&grad.contiguous()?, &op)?;
+        // One buffer holds [dx; dparams]: both come out of the same per-channel sums. The
+        // output `y` gives the activation's derivative.
+        let both = x.apply_op3_no_bwd(&grad.contiguous()?, &y.contiguous()?, &op)?;
         let n = x.elem_count();
         let gx = both.narrow(0, 0, n)?.reshape(x.shape())?;
         let gp = both.narrow(0, n, 4 * c)?.reshape((4, c))?;
@@ -139,21 +171,39 @@ struct BatchNormGrad {
     params: Vec<f32>,
 }
 
-impl CustomOp2 for BatchNormGrad {
+impl CustomOp3 for BatchNormGrad {
     fn name(&self) -> &'static str {
         "batch-norm-grad"
     }
 
-    /// Inputs `x` and `dy`; output `[dx; dγ; dβ; 0; 0]` flattened.
+    /// Inputs `x`, `dy` (of the activation's output) and the output `y`; output
+    /// `[dx; dγ; dβ; 0; 0]` flattened.
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s1, l1, "batch norm", "input")?;
         let dy = cpu_slice(s2, l2, "batch norm", "gradient")?;
+        let y = cpu_slice(s3, l3, "batch norm", "output")?;
+        if dy.len() != x.len() || y.len() != x.len() {
+            bail!(
+                "batch norm: gradient {:?} or output {:?} for input {:?}",
+                l2.shape(),
+                l3.shape(),
+                l1.shape()
+            );
+        }
+        // The gradient before the activation, element `j` (or `dy` itself without one).
+        let act = self.op.activation;
+        let dz = |j: usize| match act {
+            None => dy[j],
+            Some(a) => dy[j] * a.df(y[j]),
+        };
         let p = &self.params;
         let (n, c, h, w) = l1.shape().dims4()?;
         let total = n * c * h * w;
@@ -168,10 +218,11 @@ impl CustomOp2 for BatchNormGrad {
                 let mean = f64::from(p[2 * c + ch]);
                 let (mut sdy, mut sdyx) = (0f64, 0f64);
                 for b in 0..n {
-                    let r = (b * c + ch) * plane..(b * c + ch + 1) * plane;
-                    for (&xv, &g) in x[r.clone()].iter().zip(&dy[r]) {
-                        sdy += f64::from(g);
-                        sdyx += f64::from(g) * (f64::from(xv) - mean);
+                    let start = (b * c + ch) * plane;
+                    for (j, &xv) in (start..).zip(&x[start..start + plane]) {
+                        let g = f64::from(dz(j));
+                        sdy += g;
+                        sdyx += g * (f64::from(xv) - mean);
                     }
                 }
                 (sdy, sdyx * inv_std, inv_std as f32, mean as f32)
@@ -184,17 +235,17 @@ impl CustomOp2 for BatchNormGrad {
             let ch = i % c;
             let (sdy, sdyx, inv_std, mean) = sums[ch];
             let k = p[ch] * inv_std;
-            let src = i * plane..(i + 1) * plane;
+            let start = i * plane;
             if batch_stats {
                 let mdy = (sdy / count) as f32;
                 let mdyx = (sdyx / count) as f32;
-                for ((o, &xv), &g) in o.iter_mut().zip(&x[src.clone()]).zip(&dy[src]) {
+                for ((j, o), &xv) in (start..).zip(o.iter_mut()).zip(&x[start..start + plane]) {
                     let xhat = (xv - mean) * inv_std;
-                    *o = k * (g - mdy - xhat * mdyx);
+                    *o = k * (dz(j) - mdy - xhat * mdyx);
                 }
             } else {
-                for (o, &g) in o.iter_mut().zip(&dy[src]) {
-                    *o = k * g;
+                for (j, o) in (start..).zip(o.iter_mut()) {
+                    *o = k * dz(j);
                 }
             }
         });
@@ -259,14 +310,23 @@ mod tests {
     }
 
     #[test]
-    fn matches_elementwise_reference_in_both_modes() -> Result<()> {
+    fn matches_elementwise_reference_in_both_modes_with_each_activation() -> Result<()> {
         let dev = Device::Cpu;
         let (n, c, h, w) = (3, 4, 5, 6);
         let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, (n, c, h, w), &dev)? + 3.0)?)?;
         let g = Var::randn(1f32, 0.3, c, &dev)?;
         let b = Var::randn(0f32, 0.3, c, &dev)?;
         let up = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?;
-        for batch_stats in [true, false] {
+        let activations = [
+            None,
+            Some(Activation::Relu),
+            Some(Activation::Relu6),
+            Some(Activation::Leaky(0.2)),
+        ];
+        for (batch_stats, activation) in [true, false]
+            .into_iter()
+            .flat_map(|b| activations.map(|a| (b, a)))
+        {
             let (rm, rv) = (
                 Tensor::randn(3f32, 0.5, c, &dev)?,
                 Tensor::rand(1f32, 3.0, c, &dev)?,
@@ -278,11 +338,18 @@ mod tests {
                 (Some((&rm, &rv)), rm.clone(), rv.clone())
             };
             let params = Tensor::stack(&[g.as_tensor(), b.as_tensor(), &m, &v], 0)?;
-            let ours = batch_norm(x.as_tensor(), &params, 1e-5, batch_stats)?;
+            let ours = batch_norm(x.as_tensor(), &params, 1e-5, batch_stats, activation)?;
             let theirs = reference(x.as_tensor(), g.as_tensor(), b.as_tensor(), stats);
+            // candle's own ops for the activation.
+            let theirs = match activation {
+                None => theirs,
+                Some(Activation::Relu) => theirs.relu()?,
+                Some(Activation::Relu6) => theirs.clamp(0f32, 6f32)?,
+                Some(Activation::Leaky(a)) => theirs.maximum(&(&theirs * f64::from(a))?)?,
+            };
             assert!(
                 max_rel(&ours, &theirs) < 1e-5,
-                "forward, batch_stats={batch_stats}"
+                "forward, batch_stats={batch_stats}, {activation:?}"
             );
             let g1 = (ours * &up)?.sum_all()?.backward()?;
             let g2 = (theirs * &up)?.sum_all()?.backward()?;
@@ -290,7 +357,7 @@ mod tests {
                 let (a, e) = (g1.get(var).unwrap(), g2.get(var).unwrap());
                 assert!(
                     max_rel(a, e) < 1e-4,
-                    "{name} gradient, batch_stats={batch_stats}"
+                    "{name} gradient, batch_stats={batch_stats}, {activation:?}"
                 );
             }
         }
