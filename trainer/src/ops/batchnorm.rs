@@ -38,21 +38,12 @@ impl CustomOp1 for ChannelStats {
         let stats: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                // Two passes in f64: the variance of activations far from zero stays exact.
-                let mut sum = 0f64;
-                for b in 0..n {
-                    let p = &x[(b * c + ch) * plane..(b * c + ch + 1) * plane];
-                    sum += p.iter().map(|&v| f64::from(v)).sum::<f64>();
-                }
-                let mean = sum / count;
-                let mut sq = 0f64;
-                for b in 0..n {
-                    let p = &x[(b * c + ch) * plane..(b * c + ch + 1) * plane];
-                    sq += p
-                        .iter()
-                        .map(|&v| (f64::from(v) - mean).powi(2))
-                        .sum::<f64>();
-                }
+                // Two passes (the variance of activations far from zero stays exact), each plane
+                // summed in f32 lanes and the planes in f64.
+                let planes = (0..n).map(|b| &x[(b * c + ch) * plane..(b * c + ch + 1) * plane]);
+                let mean = planes.clone().map(|p| plane_sum(p, |v| v)).sum::<f64>() / count;
+                let m = mean as f32;
+                let sq: f64 = planes.map(|p| plane_sum(p, |v| (v - m) * (v - m))).sum();
                 (mean, sq / count)
             })
             .collect();
@@ -171,6 +162,117 @@ struct BatchNormGrad {
     params: Vec<f32>,
 }
 
+impl BatchNormGrad {
+    /// `[dx; dγ; dβ; 0; 0]` for inputs `x [n, c, plane]`, the gradient `dy` after the
+    /// activation and the output `y`, with `dz(dy, y)` the gradient before the activation.
+    fn sweeps(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        y: &[f32],
+        (n, c, plane): (usize, usize, usize),
+        dz: impl Fn(f32, f32) -> f32 + Sync + Copy,
+    ) -> Vec<f32> {
+        let p = &self.params;
+        let total = n * c * plane;
+        let count = (n * plane) as f64;
+        let eps = self.op.eps;
+        // Per channel: Σdz and Σdz·x̂, then the input gradient in a second sweep.
+        let sums: Vec<(f64, f64, f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let inv_std = 1.0 / (f64::from(p[3 * c + ch]) + eps).sqrt();
+                let mean = p[2 * c + ch];
+                let (mut sdz, mut sdzx) = (0f64, 0f64);
+                for b in 0..n {
+                    let r = (b * c + ch) * plane..(b * c + ch + 1) * plane;
+                    let (a, b) = lane_sums(&x[r.clone()], &dy[r.clone()], &y[r], mean, dz);
+                    sdz += a;
+                    sdzx += b;
+                }
+                (sdz, sdzx * inv_std, inv_std as f32, mean)
+            })
+            .collect();
+        let mut out = vec![0f32; total + 4 * c];
+        let (dx, dp) = out.split_at_mut(total);
+        let batch_stats = self.op.batch_stats;
+        dx.par_chunks_mut(plane).enumerate().for_each(|(i, o)| {
+            let ch = i % c;
+            let (sdz, sdzx, inv_std, mean) = sums[ch];
+            let k = p[ch] * inv_std;
+            let r = i * plane..(i + 1) * plane;
+            let src = x[r.clone()].iter().zip(&dy[r.clone()]).zip(&y[r]);
+            if batch_stats {
+                let mdz = (sdz / count) as f32;
+                let mdzx = (sdzx / count) as f32;
+                for (o, ((&xv, &g), &yv)) in o.iter_mut().zip(src) {
+                    let xhat = (xv - mean) * inv_std;
+                    *o = k * (dz(g, yv) - mdz - xhat * mdzx);
+                }
+            } else {
+                for (o, ((_, &g), &yv)) in o.iter_mut().zip(src) {
+                    *o = k * dz(g, yv);
+                }
+            }
+        });
+        for (ch, &(sdz, sdzx, _, _)) in sums.iter().enumerate() {
+            dp[ch] = sdzx as f32;
+            dp[c + ch] = sdz as f32;
+        }
+        out
+    }
+}
+
+/// `Σ f(x)` over one plane in independent f32 lanes (see [`lane_sums`]), added up in f64.
+#[inline(always)]
+fn plane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    const LANES: usize = 16;
+    let mut s = [0f32; LANES];
+    let whole = x.len() / LANES * LANES;
+    for xc in x[..whole].chunks_exact(LANES) {
+        for i in 0..LANES {
+            s[i] += f(xc[i]);
+        }
+    }
+    let tail: f64 = x[whole..].iter().map(|&v| f64::from(f(v))).sum();
+    s.iter().map(|&v| f64::from(v)).sum::<f64>() + tail
+}
+
+/// `(Σ dz, Σ dz·(x − mean))` over one plane, with `dz = dz(dy, y)`: in independent f32 lanes
+/// that the compiler vectorises (one f64 running sum is one dependent addition per element),
+/// added up in f64.
+#[inline(always)]
+fn lane_sums(
+    x: &[f32],
+    dy: &[f32],
+    y: &[f32],
+    mean: f32,
+    dz: impl Fn(f32, f32) -> f32,
+) -> (f64, f64) {
+    const LANES: usize = 16;
+    let (mut s, mut t) = ([0f32; LANES], [0f32; LANES]);
+    let whole = x.len() / LANES * LANES;
+    for ((xc, gc), yc) in x[..whole]
+        .chunks_exact(LANES)
+        .zip(dy[..whole].chunks_exact(LANES))
+        .zip(y[..whole].chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            let g = dz(gc[i], yc[i]);
+            s[i] += g;
+            t[i] += g * (xc[i] - mean);
+        }
+    }
+    let mut a: f64 = s.iter().map(|&v| f64::from(v)).sum();
+    let mut b: f64 = t.iter().map(|&v| f64::from(v)).sum();
+    for j in whole..x.len() {
+        let g = dz(dy[j], y[j]);
+        a += f64::from(g);
+        b += f64::from(g * (x[j] - mean));
+    }
+    (a, b)
+}
+
 impl CustomOp3 for BatchNormGrad {
     fn name(&self) -> &'static str {
         "batch-norm-grad"
@@ -198,61 +300,18 @@ impl CustomOp3 for BatchNormGrad {
                 l1.shape()
             );
         }
-        // The gradient before the activation, element `j` (or `dy` itself without one).
-        let act = self.op.activation;
-        let dz = |j: usize| match act {
-            None => dy[j],
-            Some(a) => dy[j] * a.df(y[j]),
-        };
-        let p = &self.params;
         let (n, c, h, w) = l1.shape().dims4()?;
-        let total = n * c * h * w;
-        let plane = h * w;
-        let count = (n * plane) as f64;
-        let eps = self.op.eps;
-        // Per channel: Σdy and Σdy·x̂, then the input gradient in a second sweep.
-        let sums: Vec<(f64, f64, f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let inv_std = 1.0 / (f64::from(p[3 * c + ch]) + eps).sqrt();
-                let mean = f64::from(p[2 * c + ch]);
-                let (mut sdy, mut sdyx) = (0f64, 0f64);
-                for b in 0..n {
-                    let start = (b * c + ch) * plane;
-                    for (j, &xv) in (start..).zip(&x[start..start + plane]) {
-                        let g = f64::from(dz(j));
-                        sdy += g;
-                        sdyx += g * (f64::from(xv) - mean);
-                    }
-                }
-                (sdy, sdyx * inv_std, inv_std as f32, mean as f32)
-            })
-            .collect();
-        let mut out = vec![0f32; total + 4 * c];
-        let (dx, dp) = out.split_at_mut(total);
-        let batch_stats = self.op.batch_stats;
-        dx.par_chunks_mut(plane).enumerate().for_each(|(i, o)| {
-            let ch = i % c;
-            let (sdy, sdyx, inv_std, mean) = sums[ch];
-            let k = p[ch] * inv_std;
-            let start = i * plane;
-            if batch_stats {
-                let mdy = (sdy / count) as f32;
-                let mdyx = (sdyx / count) as f32;
-                for ((j, o), &xv) in (start..).zip(o.iter_mut()).zip(&x[start..start + plane]) {
-                    let xhat = (xv - mean) * inv_std;
-                    *o = k * (dz(j) - mdy - xhat * mdyx);
-                }
-            } else {
-                for (j, o) in (start..).zip(o.iter_mut()) {
-                    *o = k * dz(j);
-                }
+        let shape = (n, c, h * w);
+        // The gradient before the activation from the one after it and the output, each kind
+        // its own loop.
+        let out = match self.op.activation {
+            None => self.sweeps(x, dy, y, shape, |g, _| g),
+            Some(Activation::Relu) => {
+                self.sweeps(x, dy, y, shape, |g, y| if y > 0.0 { g } else { 0.0 })
             }
-        });
-        for (ch, &(sdy, sdyx, _, _)) in sums.iter().enumerate() {
-            dp[ch] = sdyx as f32;
-            dp[c + ch] = sdy as f32;
-        }
+            Some(a) => self.sweeps(x, dy, y, shape, move |g, y| g * a.df(y)),
+        };
+        let total = n * c * h * w;
         Ok((CpuStorage::F32(out), Shape::from(total + 4 * c)))
     }
 }

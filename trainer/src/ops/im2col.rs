@@ -132,12 +132,16 @@ impl Plan {
             for (j, b) in images.clone().enumerate() {
                 let plane = &x[(b * self.c + ch) * g.h * g.w..][..g.h * g.w];
                 let dst_img = &mut row[j * l..(j + 1) * l];
-                if g.padding > 0 {
-                    dst_img.fill(0.0);
-                }
-                for oy in g.valid(ky, g.h, g.oh) {
+                // Zeros only where the window reads the padding: the buffer is reused, and
+                // filling all of it first would write every element twice.
+                let rows = g.valid(ky, g.h, g.oh);
+                dst_img[..rows.start * g.ow].fill(0.0);
+                dst_img[rows.end * g.ow..].fill(0.0);
+                for oy in rows {
                     let src_row = &plane[(oy * g.stride + ky - g.padding) * g.w..][..g.w];
                     let dst = &mut dst_img[oy * g.ow..(oy + 1) * g.ow];
+                    dst[..cols.start].fill(0.0);
+                    dst[cols.end..].fill(0.0);
                     if g.stride == 1 {
                         let start = cols.start + kx - g.padding;
                         dst[cols.clone()].copy_from_slice(&src_row[start..start + cols.len()]);
