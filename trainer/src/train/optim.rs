@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::{backprop::GradStore, Tensor, Var};
+use candle_core::{backprop::GradStore, CpuStorage, Storage, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -19,6 +20,112 @@ struct Slot {
     decay: bool,
     /// Where the decay pulls the weight: zero (AdamW), or its pretrained value (L2-SP).
     anchor: Option<Tensor>,
+}
+
+/// One update's constants for one parameter.
+struct Hyper {
+    beta1: f64,
+    beta2: f64,
+    /// 1 / (1 − β₁ᵗ) and 1 / (1 − β₂ᵗ): the bias corrections.
+    inv_bc1: f64,
+    inv_bc2: f64,
+    eps: f64,
+    lr: f64,
+    /// The pull per step toward zero or the anchor (0: none).
+    decay: f64,
+}
+
+impl Slot {
+    /// The update as a chain of tensor ops (any device):
+    /// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `θ ← θ − d·(θ − a) − lr·m̂/(√v̂ + ε)`, with the
+    /// anchor `a` zero for AdamW's decay.
+    fn chained_step(&mut self, g: &Tensor, h: &Hyper) -> Result<()> {
+        self.m = ((&self.m * h.beta1)? + (g * (1.0 - h.beta1))?)?;
+        self.v = ((&self.v * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
+        let update = ((&self.m * h.inv_bc1)? / ((&self.v * h.inv_bc2)?.sqrt()? + h.eps)?)?;
+        let theta = self.var.as_tensor();
+        let decayed = match &self.anchor {
+            Some(a) => (theta - ((theta - a)? * h.decay)?)?,
+            None => (theta * (1.0 - h.decay))?,
+        };
+        self.var.set(&(decayed - (update * h.lr)?)?)?;
+        Ok(())
+    }
+
+    /// The same update in one parallel sweep over the CPU tensors' storage, each element computed
+    /// as [`Self::chained_step`] computes it (the chain costs about a dozen sweeps, one thread
+    /// each). `false` when the tensors are not contiguous f32 on the CPU.
+    fn fused_step(&mut self, g: &Tensor, h: &Hyper) -> Result<bool> {
+        let g = g.contiguous()?;
+        let (theta, m, v) = (self.var.as_tensor(), &self.m, &self.v);
+        let anchor = self.anchor.as_ref().map(|a| a.contiguous()).transpose()?;
+        let guards = [theta, &g, m, v]
+            .into_iter()
+            .chain(anchor.as_ref())
+            .map(|t| t.storage_and_layout())
+            .collect::<Vec<_>>();
+        let slices: Option<Vec<&[f32]>> = guards
+            .iter()
+            .map(
+                |(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
+                    (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) => Some(&data[a..b]),
+                    _ => None,
+                },
+            )
+            .collect();
+        let Some(slices) = slices else {
+            return Ok(false);
+        };
+        let n = slices[0].len();
+        if slices.iter().any(|s| s.len() != n) {
+            return Ok(false);
+        }
+        let f = |x: f64| x as f32;
+        let (b1, b1c, b2, b2c) = (f(h.beta1), f(1.0 - h.beta1), f(h.beta2), f(1.0 - h.beta2));
+        let (ib1, ib2, eps, lr, keep) = (
+            f(h.inv_bc1),
+            f(h.inv_bc2),
+            f(h.eps),
+            f(h.lr),
+            f(1.0 - h.decay),
+        );
+        let pull = f(h.decay);
+        let (mut theta2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        const CHUNK: usize = 1 << 14;
+        theta2
+            .par_chunks_mut(CHUNK)
+            .zip(m2.par_chunks_mut(CHUNK))
+            .zip(v2.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, ((t2, m2), v2))| {
+                let r = c * CHUNK..(c * CHUNK + t2.len());
+                let (t, g, m, v) = (
+                    &slices[0][r.clone()],
+                    &slices[1][r.clone()],
+                    &slices[2][r.clone()],
+                    &slices[3][r.clone()],
+                );
+                let a = slices.get(4).map(|a| &a[r]);
+                for i in 0..t.len() {
+                    let mi = m[i] * b1 + g[i] * b1c;
+                    let vi = v[i] * b2 + (g[i] * g[i]) * b2c;
+                    let update = (mi * ib1) / ((vi * ib2).sqrt() + eps);
+                    let decayed = match a {
+                        Some(a) => t[i] - (t[i] - a[i]) * pull,
+                        None => t[i] * keep,
+                    };
+                    t2[i] = decayed - update * lr;
+                    m2[i] = mi;
+                    v2[i] = vi;
+                }
+            });
+        drop(guards);
+        let (shape, device) = (theta.shape().clone(), theta.device().clone());
+        self.m = Tensor::from_vec(m2, shape.clone(), &device)?;
+        self.v = Tensor::from_vec(v2, shape.clone(), &device)?;
+        self.var.set(&Tensor::from_vec(theta2, shape, &device)?)?;
+        Ok(true)
+    }
 }
 
 /// AdamW (Loshchilov & Hutter) over named parameters.
@@ -86,6 +193,11 @@ impl AdamW {
 
     /// One update with base learning rate `lr`; parameters without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        self.update(grads, lr, true)
+    }
+
+    /// [`Self::step`], with the one-sweep CPU update where it applies when `fused`.
+    fn update(&mut self, grads: &GradStore, lr: f64, fused: bool) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
@@ -98,16 +210,22 @@ impl AdamW {
             // moments (memory growing step after step); the update is never differentiated.
             let g = &g.detach();
             let lr = lr * s.lr_scale;
-            s.m = ((&s.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            s.v = ((&s.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + self.eps)?)?;
-            let theta = s.var.as_tensor();
-            let decayed = match (&s.anchor, s.decay) {
-                (Some(a), _) => (theta - ((theta - a)? * (lr * self.anchor_decay))?)?,
-                (None, true) => (theta * (1.0 - lr * self.weight_decay))?,
-                (None, false) => theta.clone(),
+            let h = Hyper {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                inv_bc1: 1.0 / bc1,
+                inv_bc2: 1.0 / bc2,
+                eps: self.eps,
+                lr,
+                decay: match (&s.anchor, s.decay) {
+                    (Some(_), _) => lr * self.anchor_decay,
+                    (None, true) => lr * self.weight_decay,
+                    (None, false) => 0.0,
+                },
             };
-            s.var.set(&(decayed - (update * lr)?)?)?;
+            if !(fused && s.fused_step(g, &h)?) {
+                s.chained_step(g, &h)?;
+            }
         }
         Ok(())
     }
@@ -238,6 +356,85 @@ mod tests {
         other.load_state(&state, opt.steps()).unwrap();
         assert_eq!(other.steps(), 1);
         assert!(other.load_state(&HashMap::new(), 0).is_err());
+    }
+
+    /// The one-sweep CPU update gives the chain of tensor ops' results bit for bit, over
+    /// several steps, with decay toward zero, without decay and toward an anchor.
+    #[test]
+    fn the_fused_update_is_the_chained_one() {
+        let dev = Device::Cpu;
+        let make = || {
+            let vars: Vec<(String, Var)> = ["w", "b", "a"]
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let shape: &[usize] = if *name == "b" { &[40_000] } else { &[200, 201] };
+                    let t = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+                    let t = (t * (i + 1) as f64).unwrap();
+                    (name.to_string(), Var::from_tensor(&t).unwrap())
+                })
+                .collect();
+            vars
+        };
+        let vars = make();
+        let copy: Vec<(String, Var)> = vars
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    Var::from_tensor(&v.as_tensor().copy().unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        let anchors = HashMap::from([(
+            "a".to_string(),
+            Tensor::randn(0f32, 1.0, (200, 201), &dev).unwrap(),
+        )]);
+        // The fast path runs on CPU tensors (else both sides would be the chain).
+        let mut probe = AdamW::new(vec![(vars[..1].to_vec(), 1.0)], 0.0).unwrap();
+        let h = Hyper {
+            beta1: 0.9,
+            beta2: 0.999,
+            inv_bc1: 1.0,
+            inv_bc2: 1.0,
+            eps: 1e-8,
+            lr: 0.0,
+            decay: 0.0,
+        };
+        let g = vars[0].1.as_tensor().zeros_like().unwrap();
+        assert!(probe.slots[0].fused_step(&g, &h).unwrap());
+        let mut fused = AdamW::new(vec![(vars.clone(), 0.5)], 0.05).unwrap();
+        let mut chained = AdamW::new(vec![(copy.clone(), 0.5)], 0.05).unwrap();
+        fused.set_anchors(&anchors, 0.3);
+        chained.set_anchors(&anchors, 0.3);
+        for step in 0..3 {
+            let grads_for = |vars: &[(String, Var)]| {
+                let loss = vars
+                    .iter()
+                    .map(|(_, v)| v.as_tensor().sqr().unwrap().sum_all().unwrap())
+                    .reduce(|a, b| (a + b).unwrap())
+                    .unwrap();
+                loss.backward().unwrap()
+            };
+            let lr = 0.01 * (step + 1) as f64;
+            fused.update(&grads_for(&vars), lr, true).unwrap();
+            chained.update(&grads_for(&copy), lr, false).unwrap();
+            for ((name, a), (_, b)) in vars.iter().zip(&copy) {
+                let a = a
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let b = b
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                assert!(a == b, "{name} differs after step {step}");
+            }
+        }
     }
 
     #[test]
