@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::layers::{Act, ConvBn, ConvSpec};
 use crate::graph::GraphBuilder;
+use crate::ops;
 
 /// `(expansion t, channels c, repeats n, first stride s)` of each stage, from the paper's table 2.
 const STAGES: [(usize, usize, usize, usize); 7] = [
@@ -82,7 +83,7 @@ impl InvertedResidual {
         y = self.depthwise.forward_t(&y, train)?;
         y = self.project.forward_t(&y, train)?;
         if self.residual {
-            y = (y + x)?;
+            y = ops::residual(&y, x, None)?;
         }
         Ok(y)
     }

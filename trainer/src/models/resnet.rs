@@ -54,7 +54,7 @@ impl BasicBlock {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        ops::relu(&(y + shortcut)?)
+        ops::residual(&y, &shortcut, Some(ops::Activation::Relu))
     }
 
     fn export(&self, g: &mut GraphBuilder, x: &str) -> Result<String> {

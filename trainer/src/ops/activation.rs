@@ -164,6 +164,78 @@ pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Act(Activation::Leaky(slope)))
 }
 
+/// `act(y + shortcut)`: a residual connection and the activation after it (or none), in one
+/// parallel sweep each way (candle adds on one thread since its element-wise pool is off).
+pub fn residual(y: &Tensor, shortcut: &Tensor, activation: Option<Activation>) -> Result<Tensor> {
+    if !on_cpu(y) || y.shape() != shortcut.shape() {
+        let sum = (y + shortcut)?;
+        return match activation {
+            Some(a) => activate(&sum, a),
+            None => Ok(sum),
+        };
+    }
+    y.contiguous()?
+        .apply_op2(&shortcut.contiguous()?, Residual(activation))
+}
+
+struct Residual(Option<Activation>);
+
+impl CustomOp2 for Residual {
+    fn name(&self) -> &'static str {
+        "residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = cpu_slice(s1, l1, "residual", "input")?;
+        let r = cpu_slice(s2, l2, "residual", "shortcut")?;
+        if y.len() != r.len() {
+            candle_core::bail!(
+                "residual: shortcut {:?} for input {:?}",
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        let mut out = vec![0f32; y.len()];
+        let act = self.0;
+        out.par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK).zip(r.par_chunks(CHUNK)))
+            .for_each(|(o, (y, r))| match act {
+                None => {
+                    for ((o, &a), &b) in o.iter_mut().zip(y).zip(r) {
+                        *o = a + b;
+                    }
+                }
+                Some(f) => {
+                    for ((o, &a), &b) in o.iter_mut().zip(y).zip(r) {
+                        *o = f.f(a + b);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        _shortcut: &Tensor,
+        out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // Both inputs receive the gradient before the activation, read off the output.
+        let g = match self.0 {
+            None => grad.clone(),
+            Some(a) => out.apply_op2_no_bwd(&grad.contiguous()?, &ActGrad(a))?,
+        };
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +271,36 @@ mod tests {
             g1.get(&x).unwrap().to_vec1::<f32>()?,
             g2.get(&x).unwrap().to_vec1::<f32>()?
         );
+        Ok(())
+    }
+
+    /// Against candle's addition and ReLU, in value and both gradients, with and without it.
+    #[test]
+    fn residual_matches_candle() -> Result<()> {
+        let n = 2 * CHUNK + 5;
+        let dev = Device::Cpu;
+        let y = Var::randn(0f32, 1.0, n, &dev)?;
+        let r = Var::randn(0f32, 1.0, n, &dev)?;
+        let up = Tensor::randn(0f32, 1.0, n, &dev)?;
+        for activation in [None, Some(Activation::Relu)] {
+            let ours = residual(y.as_tensor(), r.as_tensor(), activation)?;
+            let sum = (y.as_tensor() + r.as_tensor())?;
+            let theirs = if activation.is_some() {
+                sum.relu()?
+            } else {
+                sum
+            };
+            assert_eq!(ours.to_vec1::<f32>()?, theirs.to_vec1::<f32>()?);
+            let g1 = (ours * &up)?.sum_all()?.backward()?;
+            let g2 = (theirs * &up)?.sum_all()?.backward()?;
+            for v in [&y, &r] {
+                assert_eq!(
+                    g1.get(v).unwrap().to_vec1::<f32>()?,
+                    g2.get(v).unwrap().to_vec1::<f32>()?,
+                    "{activation:?}"
+                );
+            }
+        }
         Ok(())
     }
 

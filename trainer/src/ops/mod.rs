@@ -7,7 +7,7 @@ mod im2col;
 mod maxpool;
 pub mod runtime;
 
-pub use activation::{activate, leaky_relu, relu, relu6, Activation};
+pub use activation::{activate, leaky_relu, relu, relu6, residual, Activation};
 pub use batchnorm::{batch_norm, channel_stats};
 pub use depthwise::depthwise_conv2d;
 pub use im2col::{conv2d, conv_transpose2d};
