@@ -23,7 +23,9 @@ use rayon::prelude::*;
 use super::{cpu_slice, on_cpu, valid_range};
 
 /// Output positions a group of images should at least offer a matrix product: below this the
-/// products are too thin for `gemm`'s register tiles.
+/// products are too thin for `gemm`'s register tiles. Measured with the `train_step` bench:
+/// 1024 made the ResNet-18, MobileNetV2 and DCGAN steps 5–14 % slower, 256 changed nothing
+/// beyond the noise.
 const GROUP_COLUMNS: usize = 512;
 
 /// Geometry of a square-kernel convolution over an `h`×`w` input.
