@@ -145,10 +145,9 @@ impl Discriminator {
         for (i, l) in self.layers.iter().enumerate() {
             x = ops::conv2d(&x, &l.weight, l.stride, l.padding)?;
             let activation = (i + 1 < n).then_some(ops::Activation::Leaky(0.2));
-            x = match (&l.bn, activation) {
-                (Some(bn), activation) => bn.forward_activated(&x, train, activation)?,
-                (None, Some(a)) => ops::activate(&x, a)?,
-                (None, None) => x,
+            x = match &l.bn {
+                Some(bn) => bn.forward_activated(&x, train, activation)?,
+                None => ops::activate(x, activation)?,
             };
         }
         x.flatten_all()

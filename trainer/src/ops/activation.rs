@@ -78,14 +78,7 @@ impl CustomOp1 for Act {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s, l, "activation", "input")?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                for (o, &v) in y.iter_mut().zip(x) {
-                    *o = self.0.f(v);
-                }
-            });
+        let y = sweep(x, |v| self.0.f(v));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -112,32 +105,53 @@ impl CustomOp2 for ActGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s1, l1, "activation", "input")?;
         let g = cpu_slice(s2, l2, "activation", "gradient")?;
-        if x.len() != g.len() {
-            candle_core::bail!(
-                "activation: gradient {:?} for input {:?}",
-                l2.shape(),
-                l1.shape()
-            );
-        }
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(o, (x, g))| {
-                for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
-                    *o = g * self.0.df(v);
-                }
-            });
+        let out = sweep2((x, l1), (g, l2), "activation", |v, g| g * self.0.df(v))?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
-/// `x` through `activation`, on any device.
-pub fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+/// `x` through `activation` (`x` itself for none), on any device.
+pub fn activate(x: Tensor, activation: Option<Activation>) -> Result<Tensor> {
     match activation {
-        Activation::Relu => relu(x),
-        Activation::Relu6 => relu6(x),
-        Activation::Leaky(slope) => leaky_relu(x, slope),
+        None => Ok(x),
+        Some(Activation::Relu) => relu(&x),
+        Some(Activation::Relu6) => relu6(&x),
+        Some(Activation::Leaky(slope)) => leaky_relu(&x, slope),
     }
+}
+
+/// `f` of each element of `x`, in parallel.
+fn sweep(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(o, x)| {
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = f(v);
+            }
+        });
+    out
+}
+
+/// `f` of each pair of elements of `(a, b)`, in parallel; refuses slices of different lengths.
+fn sweep2(
+    (a, la): (&[f32], &Layout),
+    (b, lb): (&[f32], &Layout),
+    op: &str,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<Vec<f32>> {
+    if a.len() != b.len() {
+        candle_core::bail!("{op}: {:?} and {:?} differ", la.shape(), lb.shape());
+    }
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    Ok(out)
 }
 
 /// `max(x, 0)`; its gradient is 1 for positive inputs, else 0.
@@ -168,11 +182,7 @@ pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
 /// parallel sweep each way (candle adds on one thread since its element-wise pool is off).
 pub fn residual(y: &Tensor, shortcut: &Tensor, activation: Option<Activation>) -> Result<Tensor> {
     if !on_cpu(y) || y.shape() != shortcut.shape() {
-        let sum = (y + shortcut)?;
-        return match activation {
-            Some(a) => activate(&sum, a),
-            None => Ok(sum),
-        };
+        return activate((y + shortcut)?, activation);
     }
     y.contiguous()?
         .apply_op2(&shortcut.contiguous()?, Residual(activation))
@@ -194,29 +204,11 @@ impl CustomOp2 for Residual {
     ) -> Result<(CpuStorage, Shape)> {
         let y = cpu_slice(s1, l1, "residual", "input")?;
         let r = cpu_slice(s2, l2, "residual", "shortcut")?;
-        if y.len() != r.len() {
-            candle_core::bail!(
-                "residual: shortcut {:?} for input {:?}",
-                l2.shape(),
-                l1.shape()
-            );
-        }
-        let mut out = vec![0f32; y.len()];
-        let act = self.0;
-        out.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(r.par_chunks(CHUNK)))
-            .for_each(|(o, (y, r))| match act {
-                None => {
-                    for ((o, &a), &b) in o.iter_mut().zip(y).zip(r) {
-                        *o = a + b;
-                    }
-                }
-                Some(f) => {
-                    for ((o, &a), &b) in o.iter_mut().zip(y).zip(r) {
-                        *o = f.f(a + b);
-                    }
-                }
-            });
+        let (y, r) = ((y, l1), (r, l2));
+        let out = match self.0 {
+            None => sweep2(y, r, "residual", |a, b| a + b)?,
+            Some(f) => sweep2(y, r, "residual", |a, b| f.f(a + b))?,
+        };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 

@@ -71,11 +71,7 @@ pub fn batch_norm(
         let p = |i: usize| params.get(i)?.reshape((1, c, 1, 1));
         let (g, b, m, v) = (p(0)?, p(1)?, p(2)?, p(3)?);
         let xhat = x.broadcast_sub(&m)?.broadcast_div(&(v + eps)?.sqrt()?)?;
-        let y = xhat.broadcast_mul(&g)?.broadcast_add(&b)?;
-        return match activation {
-            Some(a) => activate(&y, a),
-            None => Ok(y),
-        };
+        return activate(xhat.broadcast_mul(&g)?.broadcast_add(&b)?, activation);
     }
     x.contiguous()?.apply_op2(
         &params.contiguous()?,
