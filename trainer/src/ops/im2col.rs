@@ -20,13 +20,14 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{cpu_slice, on_cpu, valid_range};
+use super::winograd::{self, Filters};
+use super::{cpu_slice, on_cpu, scratch, valid_range};
 
 /// Output positions a group of images should at least offer a matrix product: below this the
 /// products are too thin for `gemm`'s register tiles. Measured with the `train_step` bench:
 /// 1024 made the ResNet-18, MobileNetV2 and DCGAN steps 5–14 % slower, 256 changed nothing
 /// beyond the noise.
-const GROUP_COLUMNS: usize = 512;
+pub(super) const GROUP_COLUMNS: usize = 512;
 
 /// Geometry of a square-kernel convolution over an `h`×`w` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +127,7 @@ impl Plan {
             return &x[images.start * self.in_len()..images.end * self.in_len()];
         }
         let (g, l, gl) = (self.g, self.l(), images.len() * self.l());
-        buf.resize(self.k() * gl, 0.0);
+        let buf = scratch::prefix(buf, self.k() * gl);
         for (row_index, row) in buf.chunks_mut(gl).enumerate() {
             let ch = row_index / (g.k * g.k);
             let (ky, kx) = ((row_index / g.k) % g.k, row_index % g.k);
@@ -199,7 +200,7 @@ impl Plan {
             return &y[images.start * ol..images.end * ol];
         }
         let gl = images.len() * l;
-        buf.resize(self.o * gl, 0.0);
+        let buf = scratch::prefix(buf, self.o * gl);
         for (j, b) in images.clone().enumerate() {
             for oc in 0..self.o {
                 buf[oc * gl + j * l..][..l].copy_from_slice(&y[b * ol + oc * l..][..l]);
@@ -221,7 +222,7 @@ impl Plan {
 
 /// A strided matrix operand of [`matmul`].
 #[derive(Clone, Copy)]
-struct Operand<'a> {
+pub(super) struct Operand<'a> {
     data: &'a [f32],
     /// Row stride.
     rs: usize,
@@ -230,7 +231,7 @@ struct Operand<'a> {
 }
 
 impl<'a> Operand<'a> {
-    fn rows(data: &'a [f32], width: usize) -> Self {
+    pub(super) fn rows(data: &'a [f32], width: usize) -> Self {
         Self {
             data,
             rs: width,
@@ -255,7 +256,7 @@ impl<'a> Operand<'a> {
 }
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` with row-major `dst`; accumulates when `accumulate`.
-fn matmul(
+pub(super) fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     accumulate: bool,
@@ -307,6 +308,12 @@ fn detached(a: &Tensor, b: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Te
     Ok((a.detach(), b.detach(), grad.detach().contiguous()?))
 }
 
+/// A gradient only for an operand that is trained or depends on something trained: the first
+/// convolution's input gradient (the photos') is as costly as its value and goes nowhere.
+fn when(wanted: bool, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    wanted.then(f).transpose()
+}
+
 /// The convolution: `x [N, C, H, W]` and `w [O, C, k, k]` → `[N, O, oh, ow]`.
 #[derive(Clone, Copy)]
 struct Conv(Window);
@@ -347,14 +354,17 @@ impl CustomOp2 for Conv {
         }
         let p = Plan::new(g, n, c, wl.shape().dims4()?.0);
         check_weight(wl, &p, "conv2d")?;
+        if winograd::applies(g.k, g.stride, g.padding) {
+            let y = winograd::conv3x3(x, (n, c, h, wd), &Filters::forward(w, p.o, c), g.padding);
+            return Ok((CpuStorage::F32(y), Shape::from((n, p.o, g.oh, g.ow))));
+        }
         let groups = p.groups();
         let par = Plan::parallelism(groups.len());
         let mut out = vec![0f32; n * p.out_len()];
         out.par_chunks_mut(p.group * p.out_len())
             .zip(groups)
-            .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(cols_buf, product), (dst, images)| {
+            .for_each(|(dst, images)| {
+                scratch::with(|[cols_buf, product]| {
                     let gl = images.len() * p.l();
                     let cols = p.columns(x, &images, cols_buf);
                     let shape = (p.o, gl, p.k());
@@ -362,12 +372,12 @@ impl CustomOp2 for Conv {
                     if images.len() == 1 {
                         matmul(shape, dst, false, w, cols, par);
                     } else {
-                        product.resize(p.o * gl, 0.0);
+                        let product = scratch::prefix(product, p.o * gl);
                         matmul(shape, product, false, w, cols, par);
                         p.scatter(product, images.len(), dst);
                     }
-                },
-            );
+                })
+            });
         Ok((CpuStorage::F32(out), Shape::from((n, p.o, g.oh, g.ow))))
     }
 
@@ -378,10 +388,11 @@ impl CustomOp2 for Conv {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let wanted = (x.track_op(), w.track_op());
         let (x, w, dy) = detached(x, w, dy)?;
         Ok((
-            Some(dy.apply_op2(&w, ConvData(self.0))?),
-            Some(x.apply_op2(&dy, ConvFilter(self.0))?),
+            when(wanted.0, || dy.apply_op2(&w, ConvData(self.0)))?,
+            when(wanted.1, || x.apply_op2(&dy, ConvFilter(self.0)))?,
         ))
     }
 }
@@ -418,14 +429,20 @@ impl CustomOp2 for ConvData {
         }
         let p = Plan::new(g, n, c, o);
         check_weight(wl, &p, op)?;
+        if winograd::applies(g.k, g.stride, g.padding) {
+            // The adjoint of a 3×3 stride-1 window: the same window over the gradient with the
+            // filters transposed and flipped, and the padding that gives back the input's size.
+            let filters = Filters::adjoint(w, o, c);
+            let dx = winograd::conv3x3(dy, (n, o, oh, ow), &filters, 2 - g.padding);
+            return Ok((CpuStorage::F32(dx), Shape::from((n, c, g.h, g.w))));
+        }
         let groups = p.groups();
         let par = Plan::parallelism(groups.len());
         let mut dx = vec![0f32; n * p.in_len()];
         dx.par_chunks_mut(p.group * p.in_len())
             .zip(groups)
-            .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(dy_buf, cols), (dst, images)| {
+            .for_each(|(dst, images)| {
+                scratch::with(|[dy_buf, cols]| {
                     let gl = images.len() * p.l();
                     let dyg = Operand::rows(p.gather(dy, &images, dy_buf), gl);
                     let wt = Operand::transposed(w, p.k());
@@ -433,12 +450,12 @@ impl CustomOp2 for ConvData {
                     if p.g.is_pointwise() && images.len() == 1 {
                         matmul(shape, dst, false, wt, dyg, par);
                     } else {
-                        cols.resize(p.k() * gl, 0.0);
+                        let cols = scratch::prefix(cols, p.k() * gl);
                         matmul(shape, cols, false, wt, dyg, par);
                         p.add_columns(cols, images.len(), dst);
                     }
-                },
-            );
+                })
+            });
         Ok((CpuStorage::F32(dx), Shape::from((n, c, g.h, g.w))))
     }
 
@@ -449,10 +466,11 @@ impl CustomOp2 for ConvData {
         _dx: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let wanted = (dy.track_op(), w.track_op());
         let (dy, w, grad) = detached(dy, w, grad)?;
         Ok((
-            Some(grad.apply_op2(&w, Conv(self.0))?),
-            Some(grad.apply_op2(&dy, ConvFilter(self.0))?),
+            when(wanted.0, || grad.apply_op2(&w, Conv(self.0)))?,
+            when(wanted.1, || grad.apply_op2(&dy, ConvFilter(self.0)))?,
         ))
     }
 }
@@ -495,15 +513,16 @@ impl CustomOp2 for ConvFilter {
         let partials: Vec<Vec<f32>> = runs
             .par_iter()
             .map(|run| {
-                let (mut cols_buf, mut dy_buf) = (Vec::new(), Vec::new());
-                let mut dw = vec![0f32; size];
-                for images in run.iter() {
-                    let gl = images.len() * p.l();
-                    let cols = Operand::transposed(p.columns(x, images, &mut cols_buf), gl);
-                    let dyg = Operand::rows(p.gather(dy, images, &mut dy_buf), gl);
-                    matmul((p.o, p.k(), gl), &mut dw, true, dyg, cols, par);
-                }
-                dw
+                scratch::with(|[cols_buf, dy_buf]| {
+                    let mut dw = vec![0f32; size];
+                    for images in run.iter() {
+                        let gl = images.len() * p.l();
+                        let cols = Operand::transposed(p.columns(x, images, cols_buf), gl);
+                        let dyg = Operand::rows(p.gather(dy, images, dy_buf), gl);
+                        matmul((p.o, p.k(), gl), &mut dw, true, dyg, cols, par);
+                    }
+                    dw
+                })
             })
             .collect();
         let mut parts = partials.into_iter();
@@ -523,10 +542,11 @@ impl CustomOp2 for ConvFilter {
         _dw: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let wanted = (x.track_op(), dy.track_op());
         let (x, dy, grad) = detached(x, dy, grad)?;
         Ok((
-            Some(dy.apply_op2(&grad, ConvData(self.0))?),
-            Some(x.apply_op2(&grad, Conv(self.0))?),
+            when(wanted.0, || dy.apply_op2(&grad, ConvData(self.0)))?,
+            when(wanted.1, || x.apply_op2(&grad, Conv(self.0)))?,
         ))
     }
 }

@@ -6,6 +6,8 @@ mod depthwise;
 mod im2col;
 mod maxpool;
 pub mod runtime;
+mod scratch;
+mod winograd;
 
 pub use activation::{activate, leaky_relu, relu, relu6, residual, Activation};
 pub use batchnorm::{batch_norm, channel_stats};

@@ -1,0 +1,407 @@
+//! 3×3 stride-1 convolutions by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray 2016):
+//! 16 multiplications per 2×2 output tile and channel pair instead of 36.
+//!
+//! Almost all of ResNet-18's arithmetic is in such convolutions, and both their value and their
+//! input gradient (a 3×3 stride-1 convolution with the filters transposed and flipped) go
+//! through here; the weight gradient stays with the im2col products. Each image's input is cut
+//! into overlapping 4×4 tiles, transformed (`Bᵀ d B`), and for each of the 16 transformed
+//! positions one matrix product with the transformed filters (`G g Gᵀ`) combines the channels;
+//! the output transform (`Aᵀ m A`) turns each tile back into 2×2 outputs.
+
+use std::ops::Range;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::im2col::{matmul, Operand, GROUP_COLUMNS};
+use super::scratch;
+
+/// Positions of a transformed 4×4 tile.
+const POSITIONS: usize = 16;
+
+/// Filters transformed for one convolution: `POSITIONS` matrices `[o × c]`, row-major.
+pub(super) struct Filters {
+    o: usize,
+    c: usize,
+    data: Vec<f32>,
+}
+
+impl Filters {
+    /// From `w [O, C, 3, 3]`, for the convolution itself.
+    pub(super) fn forward(w: &[f32], o: usize, c: usize) -> Self {
+        Self::build(o, c, |oc, ch| &w[(oc * c + ch) * 9..][..9], false)
+    }
+
+    /// From `w [O, C, 3, 3]`, for its adjoint in the input: a convolution from `O` channels to `C`
+    /// with each filter flipped.
+    pub(super) fn adjoint(w: &[f32], o: usize, c: usize) -> Self {
+        Self::build(c, o, |ch, oc| &w[(oc * c + ch) * 9..][..9], true)
+    }
+
+    fn build<'a>(
+        o: usize,
+        c: usize,
+        filter: impl Fn(usize, usize) -> &'a [f32],
+        flip: bool,
+    ) -> Self {
+        let mut data = vec![0f32; POSITIONS * o * c];
+        for oc in 0..o {
+            for ch in 0..c {
+                let g = filter(oc, ch);
+                let tap = |y: usize, x: usize| {
+                    if flip {
+                        g[(2 - y) * 3 + 2 - x]
+                    } else {
+                        g[y * 3 + x]
+                    }
+                };
+                // G g (4×3), then (G g) Gᵀ (4×4), G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1].
+                let column = |x: usize| {
+                    let (a, b, d) = (tap(0, x), tap(1, x), tap(2, x));
+                    [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
+                };
+                let cols = [column(0), column(1), column(2)];
+                let gg: [[f32; 3]; 4] = std::array::from_fn(|y| cols.map(|col| col[y]));
+                for (y, row) in gg.iter().enumerate() {
+                    let [a, b, d] = *row;
+                    let u = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                    for (x, v) in u.into_iter().enumerate() {
+                        data[((y * 4 + x) * o + oc) * c + ch] = v;
+                    }
+                }
+            }
+        }
+        Self { o, c, data }
+    }
+
+    fn position(&self, p: usize) -> &[f32] {
+        &self.data[p * self.o * self.c..][..self.o * self.c]
+    }
+}
+
+/// Whether a window is one this module computes: 3×3, stride 1.
+pub(super) fn applies(k: usize, stride: usize, padding: usize) -> bool {
+    k == 3 && stride == 1 && padding <= 2
+}
+
+/// Tiles of one image.
+#[derive(Clone, Copy, Debug)]
+struct Tiling {
+    h: usize,
+    w: usize,
+    padding: usize,
+    oh: usize,
+    ow: usize,
+    th: usize,
+    tw: usize,
+}
+
+impl Tiling {
+    fn new(h: usize, w: usize, padding: usize) -> Self {
+        let (oh, ow) = (h + 2 * padding - 2, w + 2 * padding - 2);
+        Self {
+            h,
+            w,
+            padding,
+            oh,
+            ow,
+            th: oh.div_ceil(2),
+            tw: ow.div_ceil(2),
+        }
+    }
+
+    fn tiles(&self) -> usize {
+        self.th * self.tw
+    }
+}
+
+/// `x [n, c, h, w]` convolved with `filters` (3×3, stride 1, zero padding `padding`) into
+/// `[n, o, h + 2p − 2, w + 2p − 2]`.
+pub(super) fn conv3x3(
+    x: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    filters: &Filters,
+    padding: usize,
+) -> Vec<f32> {
+    assert_eq!(filters.c, c);
+    assert_eq!(x.len(), n * c * h * w);
+    let t = Tiling::new(h, w, padding);
+    let o = filters.o;
+    let out_len = o * t.oh * t.ow;
+    let group = GROUP_COLUMNS.div_ceil(t.tiles()).clamp(1, n.max(1));
+    let groups: Vec<Range<usize>> = (0..n)
+        .step_by(group)
+        .map(|b| b..(b + group).min(n))
+        .collect();
+    let threads = rayon::current_num_threads();
+    // Few groups (small maps, several images each): the products run in parallel instead.
+    let inner = groups.len() < threads && threads > 1;
+    let mut out = vec![0f32; n * out_len];
+    out.par_chunks_mut(group * out_len)
+        .zip(groups)
+        .for_each(|(dst, images)| {
+            scratch::with(|[v, m]| {
+                let tiles = images.len() * t.tiles();
+                // Every element of both is written before it is read.
+                let v = scratch::prefix(v, POSITIONS * c * tiles);
+                let m = scratch::prefix(m, POSITIONS * o * tiles);
+                for (j, b) in images.clone().enumerate() {
+                    let image = &x[b * c * h * w..][..c * h * w];
+                    transform_input(image, c, &t, v, tiles, j * t.tiles());
+                }
+                // Single-threaded products: either the groups or the positions run in parallel.
+                let product = |(p, mp): (usize, &mut [f32])| {
+                    matmul(
+                        (o, tiles, c),
+                        mp,
+                        false,
+                        Operand::rows(filters.position(p), c),
+                        Operand::rows(&v[p * c * tiles..][..c * tiles], tiles),
+                        Parallelism::None,
+                    );
+                };
+                if inner {
+                    m.par_chunks_mut(o * tiles).enumerate().for_each(product);
+                } else {
+                    m.chunks_mut(o * tiles).enumerate().for_each(product);
+                }
+                for j in 0..images.len() {
+                    let image = &mut dst[j * out_len..][..out_len];
+                    transform_output(m, o, &t, tiles, j * t.tiles(), image);
+                }
+            })
+        });
+    out
+}
+
+/// Writes the transformed tiles of one image (`[c, h, w]`) into `v` (`POSITIONS` matrices
+/// `[c × tiles]`) from column `first` on.
+///
+/// A row of tiles at a time, each step a sweep along the row (vectorised): the four input rows
+/// it reads, split into even and odd columns (tile `tx` starts at column `2·tx`), are combined
+/// down the columns (`Bᵀ d`), then across (`· B`) straight into the tiles' columns of `v`.
+fn transform_input(image: &[f32], c: usize, t: &Tiling, v: &mut [f32], tiles: usize, first: usize) {
+    let tw = t.tw;
+    // Even and odd columns of the 4 rows, `tw + 1` each (the last tile reads one pair past).
+    let mut rows = vec![[vec![0f32; tw + 1], vec![0f32; tw + 1]]; 4];
+    let mut bd = rows.clone();
+    for ch in 0..c {
+        let plane = &image[ch * t.h * t.w..][..t.h * t.w];
+        for ty in 0..t.th {
+            for (r, [even, odd]) in rows.iter_mut().enumerate() {
+                even.fill(0.0);
+                odd.fill(0.0);
+                let y = (2 * ty + r) as isize - t.padding as isize;
+                if y < 0 || y >= t.h as isize {
+                    continue;
+                }
+                // Input column x is padded column x + p: (first input column, first slot) of
+                // each half.
+                let src = &plane[y as usize * t.w..][..t.w];
+                let p = t.padding;
+                let (to_even, to_odd) = if p.is_multiple_of(2) {
+                    ((0, p / 2), (1, p / 2))
+                } else {
+                    ((1, p.div_ceil(2)), (0, p / 2))
+                };
+                for (half, (skip, slot)) in [(&mut *even, to_even), (&mut *odd, to_odd)] {
+                    for (dst, value) in half[slot..]
+                        .iter_mut()
+                        .zip(src.iter().skip(skip).step_by(2))
+                    {
+                        *dst = *value;
+                    }
+                }
+            }
+            // Bᵀ d, Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], on both halves.
+            for half in 0..2 {
+                let [d0, d1, d2, d3] = [0, 1, 2, 3].map(|r| rows[r][half].as_slice());
+                let combine = |dst: &mut Vec<f32>, a: &[f32], b: &[f32], sign: f32| {
+                    for ((dst, a), b) in dst.iter_mut().zip(a).zip(b) {
+                        *dst = a + sign * b;
+                    }
+                };
+                combine(&mut bd[0][half], d0, d2, -1.0);
+                combine(&mut bd[1][half], d1, d2, 1.0);
+                combine(&mut bd[2][half], d2, d1, -1.0);
+                combine(&mut bd[3][half], d1, d3, -1.0);
+            }
+            // (Bᵀ d) B: with e = even and o = odd columns, tile tx's row is e[tx], o[tx],
+            // e[tx + 1], o[tx + 1].
+            let col = first + ty * tw;
+            for (r, [e, o]) in bd.iter().enumerate() {
+                // Each of the row's four positions as `a + sign·b` of two shifted halves.
+                let terms: [(&[f32], &[f32], f32); 4] = [
+                    (&e[..tw], &e[1..], -1.0),
+                    (&o[..tw], &e[1..], 1.0),
+                    (&e[1..], &o[..tw], -1.0),
+                    (&o[..tw], &o[1..], -1.0),
+                ];
+                for (q, (a, b, sign)) in terms.into_iter().enumerate() {
+                    let dst = &mut v[((r * 4 + q) * c + ch) * tiles + col..][..tw];
+                    for ((dst, a), b) in dst.iter_mut().zip(a).zip(b) {
+                        *dst = a + sign * b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Turns the products `m` (`POSITIONS` matrices `[o × tiles]`) of one image's tiles, from column
+/// `first` on, into its output `[o, oh, ow]`, a row of tiles at a time as above.
+fn transform_output(m: &[f32], o: usize, t: &Tiling, tiles: usize, first: usize, out: &mut [f32]) {
+    let tw = t.tw;
+    let row = || {
+        [
+            vec![0f32; tw],
+            vec![0f32; tw],
+            vec![0f32; tw],
+            vec![0f32; tw],
+        ]
+    };
+    let mut s = [row(), row()];
+    let (mut even, mut odd) = (vec![0f32; tw], vec![0f32; tw]);
+    for oc in 0..o {
+        let plane = &mut out[oc * t.oh * t.ow..][..t.oh * t.ow];
+        for ty in 0..t.th {
+            let col = first + ty * tw;
+            let run = |r: usize, q: usize| &m[((r * 4 + q) * o + oc) * tiles + col..][..tw];
+            // Aᵀ m, Aᵀ = [1 1 1 0; 0 1 −1 −1], for each of the tile's 4 columns.
+            for q in 0..4 {
+                let (a, b, c, d) = (run(0, q), run(1, q), run(2, q), run(3, q));
+                let [s0, s1] = &mut s;
+                for (((((s0, s1), a), b), c), d) in s0[q]
+                    .iter_mut()
+                    .zip(s1[q].iter_mut())
+                    .zip(a)
+                    .zip(b)
+                    .zip(c)
+                    .zip(d)
+                {
+                    *s0 = a + b + c;
+                    *s1 = b - c - d;
+                }
+            }
+            // (Aᵀ m) A: each tile's two outputs of the row, interleaved into it.
+            for (r, [a, b, c, d]) in s.iter().enumerate() {
+                let y = 2 * ty + r;
+                if y >= t.oh {
+                    continue;
+                }
+                for (((((e, od), a), b), c), d) in even
+                    .iter_mut()
+                    .zip(odd.iter_mut())
+                    .zip(a)
+                    .zip(b)
+                    .zip(c)
+                    .zip(d)
+                {
+                    *e = a + b + c;
+                    *od = b - c - d;
+                }
+                let row = &mut plane[y * t.ow..(y + 1) * t.ow];
+                for ((pair, e), od) in row.chunks_mut(2).zip(&even).zip(&odd) {
+                    pair[0] = *e;
+                    if let Some(x) = pair.get_mut(1) {
+                        *x = *od;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct loops: `x [n, c, h, w]` with `w [o, c, 3, 3]`, stride 1, padding `p`.
+    fn direct(
+        x: &[f32],
+        w: &[f32],
+        (n, c, h, wd): (usize, usize, usize, usize),
+        o: usize,
+        p: usize,
+    ) -> Vec<f32> {
+        let (oh, ow) = (h + 2 * p - 2, wd + 2 * p - 2);
+        let mut y = vec![0f32; n * o * oh * ow];
+        for b in 0..n {
+            for oc in 0..o {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0f64;
+                        for ch in 0..c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let iy = (oy + ky) as isize - p as isize;
+                                    let ix = (ox + kx) as isize - p as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    acc += (x[((b * c + ch) * h + iy as usize) * wd + ix as usize]
+                                        * w[((oc * c + ch) * 3 + ky) * 3 + kx])
+                                        as f64;
+                                }
+                            }
+                        }
+                        y[((b * o + oc) * oh + oy) * ow + ox] = acc as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        // A fixed pseudo-random sequence in [−1, 1).
+        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The convolution and its adjoint against direct loops, for even, odd and tiny maps, every
+    /// padding it takes, one image per group and many (the 7×7 maps gather several images).
+    #[test]
+    fn matches_direct_loops() {
+        for &(n, c, o, h, w, p) in &[
+            (2, 3, 4, 8, 8, 1),
+            (1, 5, 2, 7, 9, 1),
+            (3, 4, 3, 1, 1, 1),
+            (2, 2, 3, 6, 5, 0),
+            (1, 3, 2, 5, 4, 2),
+            (40, 6, 5, 7, 7, 1),
+            (2, 16, 8, 30, 29, 1),
+        ] {
+            let x = values(n * c * h * w, 1 + h as u32);
+            let wt = values(o * c * 9, 7 + c as u32);
+            let case = format!("n{n} c{c} o{o} {h}x{w} p{p}");
+            let ours = conv3x3(&x, (n, c, h, w), &Filters::forward(&wt, o, c), p);
+            let want = direct(&x, &wt, (n, c, h, w), o, p);
+            assert_eq!(ours.len(), want.len(), "{case}");
+            for (a, b) in ours.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * c as f32,
+                    "{case}: {a} vs {b}"
+                );
+            }
+            // The adjoint: <conv(x), y> = <x, adjoint(y)> for any y.
+            let (oh, ow) = (h + 2 * p - 2, w + 2 * p - 2);
+            let y = values(n * o * oh * ow, 3);
+            let back = conv3x3(&y, (n, o, oh, ow), &Filters::adjoint(&wt, o, c), 2 - p);
+            assert_eq!(back.len(), x.len(), "{case}");
+            let lhs: f64 = want.iter().zip(&y).map(|(a, b)| (a * b) as f64).sum();
+            let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (a * b) as f64).sum();
+            assert!(
+                (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
+                "{case}: {lhs} vs {rhs}"
+            );
+        }
+    }
+}
