@@ -309,9 +309,25 @@ impl Phases {
                 self.data[start..start + w].copy_from_slice(src);
                 continue;
             }
-            for (j, &v) in src.iter().enumerate() {
-                if let Some(c) = inside(j, wp) {
-                    self.data[((ry * s + c % s) * hq + a) * wq + c / s] = v;
+            // Columns j ≡ j0 (mod s) all land in one phase, d apart: one strided copy each.
+            for j0 in 0..s.min(w) {
+                let c0 = q + (j0 * d) as isize;
+                let skip = if c0 >= 0 {
+                    0
+                } else {
+                    c0.unsigned_abs().div_ceil(s * d)
+                };
+                let c = (c0 + (skip * s * d) as isize) as usize;
+                let (rx, b0) = (c % s, c / s);
+                if c >= wp {
+                    continue;
+                }
+                // Padded columns c, c + s·d, … up to wp.
+                let count = (wp - c).div_ceil(s * d);
+                let row = &mut self.data[((ry * s + rx) * hq + a) * wq..][..wq];
+                let sources = src.iter().skip(j0 + skip * s).step_by(s);
+                for (dst, &v) in row[b0..].iter_mut().step_by(d).zip(sources).take(count) {
+                    *dst = v;
                 }
             }
         }
@@ -334,46 +350,53 @@ impl Phases {
 /// Lanes of the sweeps below: vectorisable fixed-size blocks, and f32 sums in a fixed order.
 const LANES: usize = 8;
 
-/// `out[j] += Σ_t w[t]·runs[t][j]`: `T` taps in one sweep of `out`.
-fn axpy<const T: usize>(out: &mut [f32], runs: [&[f32]; T], w: [f32; T]) {
-    let n = out.len() / LANES * LANES;
-    for (i, o) in out[..n].chunks_exact_mut(LANES).enumerate() {
-        let r: [&[f32]; T] = std::array::from_fn(|t| &runs[t][i * LANES..(i + 1) * LANES]);
-        for l in 0..LANES {
-            let mut v = o[l];
-            for t in 0..T {
-                v += w[t] * r[t][l];
-            }
-            o[l] = v;
-        }
-    }
-    for j in n..out.len() {
-        for t in 0..T {
-            out[j] += w[t] * runs[t][j];
-        }
+/// `out[j] += w[0]·a[j] + w[1]·b[j] + w[2]·c[j]`: three taps in one sweep of `out` (zipped
+/// slices, which the compiler vectorises; indexing an array of runs it did not).
+fn axpy3(out: &mut [f32], [a, b, c]: [&[f32]; 3], [wa, wb, wc]: [f32; 3]) {
+    for (((o, a), b), c) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o += wa * a + wb * b + wc * c;
     }
 }
 
-/// `Σ_j a[j]·runs[t][j]` for `T` runs at once (one read of `a`), summed in [`LANES`] lanes.
-fn dots<const T: usize>(a: &[f32], runs: [&[f32]; T]) -> [f32; T] {
-    let mut acc = [[0f32; LANES]; T];
-    let n = a.len() / LANES * LANES;
-    for (i, av) in a[..n].chunks_exact(LANES).enumerate() {
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let r = &runs[t][i * LANES..(i + 1) * LANES];
-            for l in 0..LANES {
-                acc[l] += av[l] * r[l];
-            }
+/// `out[j] += w·a[j]`.
+fn axpy1(out: &mut [f32], a: &[f32], w: f32) {
+    for (o, a) in out.iter_mut().zip(a) {
+        *o += w * a;
+    }
+}
+
+/// `Σ_j a[j]·r[j]` for three runs `r` at once (one read of `a`), summed in [`LANES`] lanes.
+fn dots3(a: &[f32], [r0, r1, r2]: [&[f32]; 3]) -> [f32; 3] {
+    let mut acc = [[0f32; LANES]; 3];
+    fn lanes(x: &[f32]) -> std::slice::ChunksExact<'_, f32> {
+        x.chunks_exact(LANES)
+    }
+    for (((av, x), y), z) in lanes(a).zip(lanes(r0)).zip(lanes(r1)).zip(lanes(r2)) {
+        for l in 0..LANES {
+            acc[0][l] += av[l] * x[l];
+            acc[1][l] += av[l] * y[l];
+            acc[2][l] += av[l] * z[l];
         }
     }
-    std::array::from_fn(|t| {
-        acc[t].iter().sum::<f32>()
-            + a[n..]
-                .iter()
-                .zip(&runs[t][n..])
-                .map(|(x, y)| x * y)
-                .sum::<f32>()
-    })
+    let n = a.len() / LANES * LANES;
+    let tail = |r: &[f32]| -> f32 { a[n..].iter().zip(&r[n..]).map(|(x, y)| x * y).sum() };
+    [
+        acc[0].iter().sum::<f32>() + tail(r0),
+        acc[1].iter().sum::<f32>() + tail(r1),
+        acc[2].iter().sum::<f32>() + tail(r2),
+    ]
+}
+
+/// `Σ_j a[j]·r[j]`, summed in [`LANES`] lanes.
+fn dot1(a: &[f32], r: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    for (av, x) in a.chunks_exact(LANES).zip(r.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            acc[l] += av[l] * x[l];
+        }
+    }
+    let n = a.len() / LANES * LANES;
+    acc.iter().sum::<f32>() + a[n..].iter().zip(&r[n..]).map(|(x, y)| x * y).sum::<f32>()
 }
 
 /// The taps `t = ky·k + kx` of a `k × k` window in groups of up to three: one sweep each (three
@@ -390,10 +413,12 @@ fn correlate(src: &Phases, w: &[f32], k: usize, out: &mut [f32]) {
         let t0 = group.start;
         let run = |i: usize| src.tap((t0 + i) / k, (t0 + i) % k, len);
         let wt = |i: usize| w[t0 + i];
-        match group.len() {
-            3 => axpy(out, [run(0), run(1), run(2)], [wt(0), wt(1), wt(2)]),
-            2 => axpy(out, [run(0), run(1)], [wt(0), wt(1)]),
-            _ => axpy(out, [run(0)], [wt(0)]),
+        if group.len() == 3 {
+            axpy3(out, [run(0), run(1), run(2)], [wt(0), wt(1), wt(2)]);
+        } else {
+            for i in 0..group.len() {
+                axpy1(out, run(i), wt(i));
+            }
         }
     }
 }
@@ -405,13 +430,14 @@ fn add_tap_dots(a: &[f32], src: &Phases, k: usize, dw: &mut [f32]) {
         let t0 = group.start;
         let run = |i: usize| src.tap((t0 + i) / k, (t0 + i) % k, len);
         let dst = &mut dw[group.clone()];
-        let sums: &[f32] = match group.len() {
-            3 => &dots(a, [run(0), run(1), run(2)]),
-            2 => &dots(a, [run(0), run(1)]),
-            _ => &dots(a, [run(0)]),
-        };
-        for (d, v) in dst.iter_mut().zip(sums) {
-            *d += v;
+        if group.len() == 3 {
+            for (d, v) in dst.iter_mut().zip(dots3(a, [run(0), run(1), run(2)])) {
+                *d += v;
+            }
+        } else {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d += dot1(a, run(i));
+            }
         }
     }
 }
