@@ -9,8 +9,8 @@
 #   thread settings (what `fit` uses); PyTorch runs with as many threads as the machine has cores
 #   (or --threads).
 # - Both sides report the best of 3 timed repetitions after a warm-up (--quick: 1).
-# - The two sides run one after the other, never at the same time; the machine should otherwise
-#   be idle.
+# - The two sides run one after the other, never at the same time, row by row (the trainer's row,
+#   then PyTorch's); the machine should otherwise be idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -35,13 +35,24 @@ fi
 
 out=target/bench-vs-pytorch
 mkdir -p "$out"
-# The trainer first, so that its build does not run beside PyTorch's timings.
+# Build first, so that compiling never runs beside a timing.
+cargo bench -p mpox-trainer --bench train_step --no-run
+keys="mnv2-last5-224-16 mnv2-all-224-16 mnv2-all-112-16 resnet18-all-112-16 resnet18-all-224-16"
+keys="$keys dcgan-64-64 dcgan-64-32 mnv2-cache-224-32"
+# Row by row, the trainer then PyTorch: on a shared virtual machine whose speed drifts by tens of
+# percent over minutes, both sides of a row then see the same machine.
 # Absolute: cargo runs benches in the package's folder.
-export MPOX_BENCH_TSV="$PWD/$out/candle.tsv"
+: >"$out/candle.tsv"
+: >"$out/torch.tsv"
 [ "$quick" = 1 ] && export MPOX_BENCH_QUICK=1
-cargo bench -p mpox-trainer --bench train_step
-unset MPOX_BENCH_TSV
-"$venv/bin/python" scripts/torch_train_step.py --threads "$threads" --reps "$reps" >"$out/torch.tsv"
+for key in $keys; do
+    MPOX_BENCH_ONLY="$key" MPOX_BENCH_TSV="$PWD/$out/candle.row.tsv" \
+        cargo bench --quiet -p mpox-trainer --bench train_step
+    cat "$out/candle.row.tsv" >>"$out/candle.tsv"
+    "$venv/bin/python" scripts/torch_train_step.py --threads "$threads" --reps "$reps" \
+        --only "$key" >>"$out/torch.tsv"
+done
+rm -f "$out/candle.row.tsv"
 
 torch_version=$("$venv/bin/python" -c 'import torch; print(torch.__version__)')
 echo

@@ -96,21 +96,13 @@ impl CustomOp2 for DepthwiseConv {
                 g.c
             );
         }
-        let (hw, taps) = (g.h * g.w, k * k);
+        let taps = k * k;
         let mut out = vec![0f32; g.n * g.c * g.oh * g.ow];
         out.par_chunks_mut(g.oh * g.ow).enumerate().for_each_init(
             || (Phases::default(), Vec::new()),
             |(src, run), (plane, o)| {
                 let c = plane % g.c;
-                let q = g.padding as isize;
-                src.fill(
-                    &x[plane * hw..][..hw],
-                    (g.h, g.w),
-                    1,
-                    q,
-                    g.padded(),
-                    g.stride,
-                );
+                src.input(x, plane, &g);
                 run.resize(src.run_len(g.oh, g.ow), 0.0);
                 correlate(src, &wt[c * taps..][..taps], k, run);
                 compact(run, src.wq, g.ow, o);
@@ -233,22 +225,14 @@ impl CustomOp2 for WeightGrad {
         let gy = cpu_slice(s2, l2, "depthwise conv", "gradient")?;
         let k = self.k;
         let g = Geometry::new(dims4(l1)?, k, self.stride, self.padding)?;
-        let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+        let ohw = g.oh * g.ow;
         let mut gw = vec![0f32; g.c * k * k];
         gw.par_chunks_mut(k * k).enumerate().for_each_init(
             || (Phases::default(), Vec::new()),
             |(src, dy_run), (ch, dw)| {
                 for b in 0..g.n {
                     let plane = b * g.c + ch;
-                    let q = g.padding as isize;
-                    src.fill(
-                        &x[plane * hw..][..hw],
-                        (g.h, g.w),
-                        1,
-                        q,
-                        g.padded(),
-                        g.stride,
-                    );
+                    src.input(x, plane, &g);
                     // The gradient as wide as the input's runs, zeros past each row's end.
                     dy_run.clear();
                     dy_run.resize(src.run_len(g.oh, g.ow), 0.0);
@@ -331,6 +315,20 @@ impl Phases {
                 }
             }
         }
+    }
+
+    /// Lays out input plane `plane` of `x` (`[N, C, h, w]`) for the window `g`.
+    fn input(&mut self, x: &[f32], plane: usize, g: &Geometry) {
+        let hw = g.h * g.w;
+        let q = g.padding as isize;
+        self.fill(
+            &x[plane * hw..][..hw],
+            (g.h, g.w),
+            1,
+            q,
+            g.padded(),
+            g.stride,
+        );
     }
 
     /// Tap `(ky, kx)`'s run of `len` values.
