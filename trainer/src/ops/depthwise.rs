@@ -265,7 +265,6 @@ impl Phases {
     /// Lays out `plane` (`h × w`) with element `(i, j)` at padded position
     /// `(q + i·d, q + j·d)` of an `hp × wp` plane (`d > 1` dilates it, as the input gradient of a
     /// strided window needs; positions outside are dropped), in phases of stride `s`.
-    #[allow(clippy::too_many_arguments)]
     fn fill(
         &mut self,
         plane: &[f32],

@@ -27,7 +27,21 @@ use super::{cpu_slice, on_cpu, scratch, valid_range};
 /// products are too thin for `gemm`'s register tiles. Measured with the `train_step` bench:
 /// 1024 made the ResNet-18, MobileNetV2 and DCGAN steps 5–14 % slower, 256 changed nothing
 /// beyond the noise.
-pub(super) const GROUP_COLUMNS: usize = 512;
+const GROUP_COLUMNS: usize = 512;
+
+/// Images per product for `n` images of `columns` output positions (or tiles) each: as few as
+/// give [`GROUP_COLUMNS`].
+pub(super) fn group_size(n: usize, columns: usize) -> usize {
+    GROUP_COLUMNS.div_ceil(columns.max(1)).clamp(1, n.max(1))
+}
+
+/// `0..n` in runs of `group` images.
+pub(super) fn image_groups(n: usize, group: usize) -> Vec<Range<usize>> {
+    (0..n)
+        .step_by(group)
+        .map(|b| b..(b + group).min(n))
+        .collect()
+}
 
 /// Geometry of a square-kernel convolution over an `h`×`w` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +95,7 @@ struct Plan {
 
 impl Plan {
     fn new(g: Window, n: usize, c: usize, o: usize) -> Self {
-        let group = GROUP_COLUMNS.div_ceil(g.oh * g.ow).clamp(1, n.max(1));
+        let group = group_size(n, g.oh * g.ow);
         Self { g, n, c, o, group }
     }
 
@@ -104,10 +118,7 @@ impl Plan {
     }
 
     fn groups(&self) -> Vec<Range<usize>> {
-        (0..self.n)
-            .step_by(self.group)
-            .map(|b| b..(b + self.group).min(self.n))
-            .collect()
+        image_groups(self.n, self.group)
     }
 
     /// The parallelism left to `gemm` when `jobs` independent products run at once.
