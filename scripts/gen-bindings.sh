@@ -11,7 +11,7 @@
 # (exit 1) when a committed file is stale: scripts/test-bindings.sh runs it, so CI fails then.
 #
 # usage: scripts/gen-bindings.sh [--check] [--no-build] [--lib PATH_TO_libmpoxscreen.so]
-#   --no-build: use the library (target/release) and target/fast/uniffi-bindgen as already built
+#   --no-build: use the library (target/ci) and target/fast/uniffi-bindgen as already built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -30,16 +30,16 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$build" = 1 ]; then
-    # The same builds as CI (scripts/test): the workspace in release without the bindgen CLI
+    # The same builds as CI (scripts/test): the workspace (profile ci) without the bindgen CLI
     # (whose `cli` feature would otherwise be unified into the library's uniffi), and the CLI
     # alone, unoptimised: it only writes source files.
-    cargo build --release --workspace --all-targets --exclude uniffi-bindgen
+    scripts/build-workspace
     cargo build --profile fast -p uniffi-bindgen
 fi
 if [ -z "$lib" ]; then
     ext=so
     [ "$(uname -s)" = Darwin ] && ext=dylib
-    lib="$root/target/release/libmpoxscreen.$ext"
+    lib="$(scripts/build-workspace --dir)/libmpoxscreen.$ext"
 fi
 bindgen="$root/target/fast/uniffi-bindgen"
 

@@ -16,7 +16,10 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"
 fixtures=target/arm-fixtures
 rm -rf "$fixtures"
 echo "test-arm: parity fixtures from the host's candle networks"
-cargo run --release -q -p mpox-e2e --example arm_fixtures -- "$fixtures"
+# From the workspace build (a no-op after CI's first step): `cargo run -p mpox-e2e` would
+# rebuild tract and candle with that package's own feature set.
+scripts/build-workspace --quiet
+"$(scripts/build-workspace --dir)/examples/arm_fixtures" "$fixtures"
 echo "test-arm: mpox-sdk unit tests on $target (qemu)"
 cargo test --profile arm-test -p mpox-sdk --lib --target "$target"
 echo "test-arm: SDK logits on $target against the host's candle logits (qemu)"

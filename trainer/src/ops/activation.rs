@@ -5,7 +5,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, on_cpu};
+use super::simd::wide;
+use super::{cpu_slice, on_cpu, output};
 
 /// An activation `f` with derivative `df`, both of the input.
 ///
@@ -23,6 +24,7 @@ pub enum Activation {
 }
 
 impl Activation {
+    #[inline(always)]
     pub(crate) fn f(self, v: f32) -> f32 {
         match self {
             Activation::Relu => v.max(0.0),
@@ -37,6 +39,7 @@ impl Activation {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn df(self, v: f32) -> f32 {
         match self {
             // candle's convention (and PyTorch's): no gradient at 0.
@@ -65,6 +68,63 @@ impl Activation {
     }
 }
 
+/// An activation known from its type, so that a loop over one is compiled for it alone: the
+/// per-element `match` of [`Activation::f`] on a value kept the loops from vectorising.
+pub(super) trait Fixed: Copy + Send + Sync {
+    /// The activation.
+    fn f(self, v: f32) -> f32;
+    /// Its derivative.
+    fn df(self, v: f32) -> f32;
+}
+
+/// Defines a [`Fixed`] activation type that forwards to a constant [`Activation`].
+macro_rules! fixed {
+    ($name:ident $(($field:ty))?, |$s:ident| $value:expr) => {
+        #[derive(Clone, Copy)]
+        pub(super) struct $name $((pub(super) $field))?;
+
+        impl Fixed for $name {
+            #[inline(always)]
+            fn f(self, v: f32) -> f32 {
+                let $s = self;
+                $value.f(v)
+            }
+
+            #[inline(always)]
+            fn df(self, v: f32) -> f32 {
+                let $s = self;
+                $value.df(v)
+            }
+        }
+    };
+}
+
+fixed!(FixedRelu, |_s| Activation::Relu);
+fixed!(FixedRelu6, |_s| Activation::Relu6);
+fixed!(FixedLeaky(f32), |s| Activation::Leaky(s.0));
+
+/// Evaluates `$body` with `$k` bound to the [`Fixed`] type of the activation `$a`: one copy of
+/// `$body` per activation.
+macro_rules! per_activation {
+    ($a:expr, |$k:ident| $body:expr) => {
+        match $a {
+            Activation::Relu => {
+                let $k = $crate::ops::activation::FixedRelu;
+                $body
+            }
+            Activation::Relu6 => {
+                let $k = $crate::ops::activation::FixedRelu6;
+                $body
+            }
+            Activation::Leaky(slope) => {
+                let $k = $crate::ops::activation::FixedLeaky(slope);
+                $body
+            }
+        }
+    };
+}
+pub(super) use per_activation;
+
 /// Elements per parallel task: large enough that scheduling costs nothing, small enough that
 /// both cores get work on the smallest feature maps.
 const CHUNK: usize = 1 << 14;
@@ -78,7 +138,7 @@ impl CustomOp1 for Act {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s, l, "activation", "input")?;
-        let y = sweep(x, |v| self.0.f(v));
+        let y = per_activation!(self.0, |k| sweep(x, |v| k.f(v)));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -105,7 +165,12 @@ impl CustomOp2 for ActGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s1, l1, "activation", "input")?;
         let g = cpu_slice(s2, l2, "activation", "gradient")?;
-        let out = sweep2((x, l1), (g, l2), "activation", |v, g| g * self.0.df(v))?;
+        let out = per_activation!(self.0, |k| sweep2(
+            (x, l1),
+            (g, l2),
+            "activation",
+            |v, g| g * k.df(v)
+        ))?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -122,13 +187,18 @@ pub fn activate(x: Tensor, activation: Option<Activation>) -> Result<Tensor> {
 
 /// `f` of each element of `x`, in parallel.
 fn sweep(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = output(x.len());
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(o, x)| {
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = f(v);
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for (o, &v) in o.iter_mut().zip(x) {
+                        *o = f(v);
+                    }
+                },
+            )
         });
     out
 }
@@ -143,13 +213,18 @@ fn sweep2(
     if a.len() != b.len() {
         candle_core::bail!("{op}: {:?} and {:?} differ", la.shape(), lb.shape());
     }
-    let mut out = vec![0f32; a.len()];
+    let mut out = output(a.len());
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                        *o = f(a, b);
+                    }
+                },
+            )
         });
     Ok(out)
 }
@@ -207,7 +282,7 @@ impl CustomOp2 for Residual {
         let (y, r) = ((y, l1), (r, l2));
         let out = match self.0 {
             None => sweep2(y, r, "residual", |a, b| a + b)?,
-            Some(f) => sweep2(y, r, "residual", |a, b| f.f(a + b))?,
+            Some(a) => per_activation!(a, |k| sweep2(y, r, "residual", |a, b| k.f(a + b)))?,
         };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -10,7 +10,9 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::{activate, cpu_slice, on_cpu, Activation};
+use super::activation::{per_activation, Fixed};
+use super::simd::wide;
+use super::{activate, cpu_slice, on_cpu, output, Activation};
 
 /// Per-channel mean and biased variance of `x [N, C, H, W]` as a `[2, C]` tensor (no gradient).
 pub fn channel_stats(x: &Tensor) -> Result<Tensor> {
@@ -41,9 +43,25 @@ impl CustomOp1 for ChannelStats {
                 // Two passes (the variance of activations far from zero stays exact), each plane
                 // summed in f32 lanes and the planes in f64.
                 let planes = (0..n).map(|b| &x[(b * c + ch) * plane..(b * c + ch + 1) * plane]);
-                let mean = planes.clone().map(|p| plane_sum(p, |v| v)).sum::<f64>() / count;
+                let mean = planes
+                    .clone()
+                    .map(|p| {
+                        wide(
+                            #[inline(always)]
+                            || plane_sum(p, |v| v),
+                        )
+                    })
+                    .sum::<f64>()
+                    / count;
                 let m = mean as f32;
-                let sq: f64 = planes.map(|p| plane_sum(p, |v| (v - m) * (v - m))).sum();
+                let sq: f64 = planes
+                    .map(|p| {
+                        wide(
+                            #[inline(always)]
+                            || plane_sum(p, |v| (v - m) * (v - m)),
+                        )
+                    })
+                    .sum();
                 (mean, sq / count)
             })
             .collect();
@@ -109,23 +127,29 @@ impl CustomOp2 for BatchNormOp {
             bail!("batch norm: params {:?}, expected [4, {c}]", l2.shape());
         }
         let plane = h * w;
-        let mut y = vec![0f32; x.len()];
+        let mut y = output(x.len());
         y.par_chunks_mut(plane).enumerate().for_each(|(i, out)| {
             let ch = i % c;
             let scale = p[ch] / (f64::from(p[3 * c + ch]) + self.eps).sqrt() as f32;
             let shift = p[c + ch] - p[2 * c + ch] * scale;
             let src = &x[i * plane..(i + 1) * plane];
             match self.activation {
-                None => {
-                    for (o, &v) in out.iter_mut().zip(src) {
-                        *o = v * scale + shift;
+                None => wide(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in out.iter_mut().zip(src) {
+                            *o = v * scale + shift;
+                        }
+                    },
+                ),
+                Some(a) => per_activation!(a, |k| wide(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in out.iter_mut().zip(src) {
+                            *o = k.f(v * scale + shift);
+                        }
                     }
-                }
-                Some(a) => {
-                    for (o, &v) in out.iter_mut().zip(src) {
-                        *o = a.f(v * scale + shift);
-                    }
-                }
+                )),
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -182,15 +206,20 @@ impl BatchNormGrad {
                 let (mut sdz, mut sdzx) = (0f64, 0f64);
                 for b in 0..n {
                     let r = (b * c + ch) * plane..(b * c + ch + 1) * plane;
-                    let (a, b) = lane_sums(&x[r.clone()], &dy[r.clone()], &y[r], mean, dz);
+                    let (a, b) = wide(
+                        #[inline(always)]
+                        || lane_sums(&x[r.clone()], &dy[r.clone()], &y[r], mean, dz),
+                    );
                     sdz += a;
                     sdzx += b;
                 }
                 (sdz, sdzx * inv_std, inv_std as f32, mean)
             })
             .collect();
-        let mut out = vec![0f32; total + 4 * c];
+        let mut out = output(total + 4 * c);
         let (dx, dp) = out.split_at_mut(total);
+        // No gradient for the statistics' rows; the sweeps below write all the rest.
+        dp[2 * c..].fill(0.0);
         let batch_stats = self.op.batch_stats;
         dx.par_chunks_mut(plane).enumerate().for_each(|(i, o)| {
             let ch = i % c;
@@ -201,14 +230,24 @@ impl BatchNormGrad {
             if batch_stats {
                 let mdz = (sdz / count) as f32;
                 let mdzx = (sdzx / count) as f32;
-                for (o, ((&xv, &g), &yv)) in o.iter_mut().zip(src) {
-                    let xhat = (xv - mean) * inv_std;
-                    *o = k * (dz(g, yv) - mdz - xhat * mdzx);
-                }
+                wide(
+                    #[inline(always)]
+                    || {
+                        for (o, ((&xv, &g), &yv)) in o.iter_mut().zip(src) {
+                            let xhat = (xv - mean) * inv_std;
+                            *o = k * (dz(g, yv) - mdz - xhat * mdzx);
+                        }
+                    },
+                )
             } else {
-                for (o, ((_, &g), &yv)) in o.iter_mut().zip(src) {
-                    *o = k * dz(g, yv);
-                }
+                wide(
+                    #[inline(always)]
+                    || {
+                        for (o, ((_, &g), &yv)) in o.iter_mut().zip(src) {
+                            *o = k * dz(g, yv);
+                        }
+                    },
+                )
             }
         });
         for (ch, &(sdz, sdzx, _, _)) in sums.iter().enumerate() {
@@ -302,10 +341,9 @@ impl CustomOp3 for BatchNormGrad {
         // its own loop.
         let out = match self.op.activation {
             None => self.sweeps(x, dy, y, shape, |g, _| g),
-            Some(Activation::Relu) => {
-                self.sweeps(x, dy, y, shape, |g, y| if y > 0.0 { g } else { 0.0 })
+            Some(a) => {
+                per_activation!(a, |k| self.sweeps(x, dy, y, shape, move |g, y| g * k.df(y)))
             }
-            Some(a) => self.sweeps(x, dy, y, shape, move |g, y| g * a.df(y)),
         };
         let total = n * c * h * w;
         Ok((CpuStorage::F32(out), Shape::from(total + 4 * c)))

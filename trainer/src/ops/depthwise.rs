@@ -8,7 +8,8 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, on_cpu};
+use super::simd::wide;
+use super::{cpu_slice, on_cpu, output};
 
 /// Depthwise convolution of `x [N, C, H, W]` with `w [C, 1, k, k]`.
 ///
@@ -97,7 +98,7 @@ impl CustomOp2 for DepthwiseConv {
             );
         }
         let taps = k * k;
-        let mut out = vec![0f32; g.n * g.c * g.oh * g.ow];
+        let mut out = output(g.n * g.c * g.oh * g.ow);
         out.par_chunks_mut(g.oh * g.ow).enumerate().for_each_init(
             || (Phases::default(), Vec::new()),
             |(src, run), (plane, o)| {
@@ -186,7 +187,7 @@ impl CustomOp2 for InputGrad {
             .collect();
         let q = k as isize - 1 - self.padding as isize;
         let spread = (g.h + k - 1, g.w + k - 1);
-        let mut gx = vec![0f32; n * c * g.h * g.w];
+        let mut gx = output(n * c * g.h * g.w);
         gx.par_chunks_mut(g.h * g.w).enumerate().for_each_init(
             || (Phases::default(), Vec::new()),
             |(src, run), (plane, dx)| {
@@ -287,10 +288,36 @@ impl Phases {
         for (i, src) in plane.chunks_exact(w).take(h).enumerate() {
             let Some(r) = inside(i, hp) else { continue };
             let (ry, a) = (r % s, r / s);
-            if s == 1 && d == 1 && q >= 0 && q as usize + w <= wp {
-                let start = a * wq + q as usize;
-                self.data[start..start + w].copy_from_slice(src);
-                continue;
+            // The networks' cases, each as one tight loop: stride 1 (a plain copy), stride 2
+            // (a row split into its even and odd columns), and the stride-2 input gradient (a
+            // row spread out by the dilation).
+            if q >= 0 && q as usize + (w - 1) * d < wp {
+                let q = q as usize;
+                if s == 1 {
+                    let row = &mut self.data[a * wq + q..][..(w - 1) * d + 1];
+                    if d == 1 {
+                        row.copy_from_slice(src);
+                    } else {
+                        for (dst, &v) in row.chunks_mut(d).zip(src) {
+                            dst[0] = v;
+                        }
+                    }
+                    continue;
+                }
+                if s == 2 && d == 1 {
+                    // Column q + j goes to phase (q + j) % 2 at (q + j) / 2.
+                    let at = |c: usize| ((ry * 2 + c % 2) * hq + a) * wq + c / 2;
+                    let (first, second) =
+                        two_runs(&mut self.data, (at(q), w.div_ceil(2)), (at(q + 1), w / 2));
+                    for ((pair, x0), x1) in src.chunks_exact(2).zip(first.iter_mut()).zip(second) {
+                        *x0 = pair[0];
+                        *x1 = pair[1];
+                    }
+                    if w % 2 == 1 {
+                        first[w / 2] = src[w - 1];
+                    }
+                    continue;
+                }
             }
             // Columns j ≡ j0 (mod s) all land in one phase, d apart: one strided copy each.
             for j0 in 0..s.min(w) {
@@ -331,6 +358,7 @@ impl Phases {
     }
 
     /// Tap `(ky, kx)`'s run of `len` values.
+    #[inline(always)]
     fn tap(&self, ky: usize, kx: usize, len: usize) -> &[f32] {
         let (s, plane) = (self.s, self.hq * self.wq);
         let phase = (ky % s) * s + kx % s;
@@ -344,18 +372,43 @@ impl Phases {
     }
 }
 
+/// The runs `data[a..a + la]` and `data[b..b + lb]`, which must not overlap.
+fn two_runs(
+    data: &mut [f32],
+    (a, la): (usize, usize),
+    (b, lb): (usize, usize),
+) -> (&mut [f32], &mut [f32]) {
+    if a < b {
+        let (lo, hi) = data.split_at_mut(b);
+        (&mut lo[a..][..la], &mut hi[..lb])
+    } else {
+        let (second, first) = two_runs(data, (b, lb), (a, la));
+        (first, second)
+    }
+}
+
 /// Lanes of the sweeps below: vectorisable fixed-size blocks, and f32 sums in a fixed order.
 const LANES: usize = 8;
 
 /// `out[j] += w[0]·a[j] + w[1]·b[j] + w[2]·c[j]`: three taps in one sweep of `out` (zipped
 /// slices, which the compiler vectorises; indexing an array of runs it did not).
+#[inline(always)]
 fn axpy3(out: &mut [f32], [a, b, c]: [&[f32]; 3], [wa, wb, wc]: [f32; 3]) {
     for (((o, a), b), c) in out.iter_mut().zip(a).zip(b).zip(c) {
         *o += wa * a + wb * b + wc * c;
     }
 }
 
+/// `out[j] = w[0]·a[j] + w[1]·b[j] + w[2]·c[j]`.
+#[inline(always)]
+fn set3(out: &mut [f32], [a, b, c]: [&[f32]; 3], [wa, wb, wc]: [f32; 3]) {
+    for (((o, a), b), c) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = wa * a + wb * b + wc * c;
+    }
+}
+
 /// `out[j] += w·a[j]`.
+#[inline(always)]
 fn axpy1(out: &mut [f32], a: &[f32], w: f32) {
     for (o, a) in out.iter_mut().zip(a) {
         *o += w * a;
@@ -363,6 +416,7 @@ fn axpy1(out: &mut [f32], a: &[f32], w: f32) {
 }
 
 /// `Σ_j a[j]·r[j]` for three runs `r` at once (one read of `a`), summed in [`LANES`] lanes.
+#[inline(always)]
 fn dots3(a: &[f32], [r0, r1, r2]: [&[f32]; 3]) -> [f32; 3] {
     let mut acc = [[0f32; LANES]; 3];
     fn lanes(x: &[f32]) -> std::slice::ChunksExact<'_, f32> {
@@ -385,6 +439,7 @@ fn dots3(a: &[f32], [r0, r1, r2]: [&[f32]; 3]) -> [f32; 3] {
 }
 
 /// `Σ_j a[j]·r[j]`, summed in [`LANES`] lanes.
+#[inline(always)]
 fn dot1(a: &[f32], r: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     for (av, x) in a.chunks_exact(LANES).zip(r.chunks_exact(LANES)) {
@@ -398,45 +453,63 @@ fn dot1(a: &[f32], r: &[f32]) -> f32 {
 
 /// The taps `t = ky·k + kx` of a `k × k` window in groups of up to three: one sweep each (three
 /// for the networks' 3×3 windows).
+#[inline(always)]
 fn tap_groups(k: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     (0..k * k).step_by(3).map(move |t| t..(t + 3).min(k * k))
 }
 
 /// `out[j] = Σ_t w[t]·src.tap(t)[j]` over the `k × k` taps of the weights `w`.
 fn correlate(src: &Phases, w: &[f32], k: usize, out: &mut [f32]) {
-    let len = out.len();
-    out.fill(0.0);
-    for group in tap_groups(k) {
-        let t0 = group.start;
-        let run = |i: usize| src.tap((t0 + i) / k, (t0 + i) % k, len);
-        let wt = |i: usize| w[t0 + i];
-        if group.len() == 3 {
-            axpy3(out, [run(0), run(1), run(2)], [wt(0), wt(1), wt(2)]);
-        } else {
-            for i in 0..group.len() {
-                axpy1(out, run(i), wt(i));
+    wide(
+        #[inline(always)]
+        || {
+            let len = out.len();
+            for group in tap_groups(k) {
+                let t0 = group.start;
+                let run = |i: usize| src.tap((t0 + i) / k, (t0 + i) % k, len);
+                let wt = |i: usize| w[t0 + i];
+                if t0 == 0 && group.len() == 3 {
+                    // The first three taps write `out`: no zero fill to add them to.
+                    set3(out, [run(0), run(1), run(2)], [wt(0), wt(1), wt(2)]);
+                } else if t0 == 0 {
+                    out.fill(0.0);
+                    for i in 0..group.len() {
+                        axpy1(out, run(i), wt(i));
+                    }
+                } else if group.len() == 3 {
+                    axpy3(out, [run(0), run(1), run(2)], [wt(0), wt(1), wt(2)]);
+                } else {
+                    for i in 0..group.len() {
+                        axpy1(out, run(i), wt(i));
+                    }
+                }
             }
-        }
-    }
+        },
+    )
 }
 
 /// Adds `Σ_j a[j]·src.tap(t)[j]` to `dw[t]` for every tap `t` of a `k × k` window.
 fn add_tap_dots(a: &[f32], src: &Phases, k: usize, dw: &mut [f32]) {
-    let len = a.len();
-    for group in tap_groups(k) {
-        let t0 = group.start;
-        let run = |i: usize| src.tap((t0 + i) / k, (t0 + i) % k, len);
-        let dst = &mut dw[group.clone()];
-        if group.len() == 3 {
-            for (d, v) in dst.iter_mut().zip(dots3(a, [run(0), run(1), run(2)])) {
-                *d += v;
+    wide(
+        #[inline(always)]
+        || {
+            let len = a.len();
+            for group in tap_groups(k) {
+                let t0 = group.start;
+                let run = |i: usize| src.tap((t0 + i) / k, (t0 + i) % k, len);
+                let dst = &mut dw[group.clone()];
+                if group.len() == 3 {
+                    for (d, v) in dst.iter_mut().zip(dots3(a, [run(0), run(1), run(2)])) {
+                        *d += v;
+                    }
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d += dot1(a, run(i));
+                    }
+                }
             }
-        } else {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d += dot1(a, run(i));
-            }
-        }
-    }
+        },
+    )
 }
 
 /// Copies the `oh × ow` outputs out of a run computed `wq` wide.

@@ -21,7 +21,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::winograd::{self, Filters};
-use super::{cpu_slice, on_cpu, scratch, valid_range};
+use super::{cpu_slice, on_cpu, output, scratch, valid_range};
 
 /// Output positions a group of images should at least offer a matrix product: below this the
 /// products are too thin for `gemm`'s register tiles. Measured with the `train_step` bench:
@@ -371,7 +371,7 @@ impl CustomOp2 for Conv {
         }
         let groups = p.groups();
         let par = Plan::parallelism(groups.len());
-        let mut out = vec![0f32; n * p.out_len()];
+        let mut out = output(n * p.out_len());
         out.par_chunks_mut(p.group * p.out_len())
             .zip(groups)
             .for_each(|(dst, images)| {

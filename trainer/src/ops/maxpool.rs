@@ -7,7 +7,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, on_cpu};
+use super::{cpu_slice, on_cpu, output};
 
 /// `MaxPool2d(kernel, stride, padding)` over `x [N, C, H, W]`, padding with −∞ as PyTorch does.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
@@ -65,7 +65,7 @@ impl CustomOp1 for Pool {
         let x = cpu_slice(s, l, "max pool", "input")?;
         let (n, c, h, w) = l.shape().dims4()?;
         let (oh, ow) = (self.out(h), self.out(w));
-        let mut y = vec![0f32; n * c * oh * ow];
+        let mut y = output(n * c * oh * ow);
         y.par_chunks_mut(oh * ow).enumerate().for_each(|(p, out)| {
             let plane = &x[p * h * w..(p + 1) * h * w];
             for oy in 0..oh {

@@ -13,7 +13,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::im2col::{group_size, image_groups, matmul, Operand};
-use super::scratch;
+use super::{output, scratch};
 
 /// Positions of a transformed 4×4 tile.
 const POSITIONS: usize = 16;
@@ -132,7 +132,7 @@ pub(super) fn conv3x3(
     let threads = rayon::current_num_threads();
     // Few groups (small maps, several images each): the products run in parallel instead.
     let inner = groups.len() < threads && threads > 1;
-    let mut out = vec![0f32; n * out_len];
+    let mut out = output(n * out_len);
     out.par_chunks_mut(group * out_len)
         .zip(groups)
         .for_each(|(dst, images)| {
