@@ -471,12 +471,12 @@ fn correlate(src: &Phases, w: &[f32], k: usize, out: &mut [f32]) {
                 if t0 == 0 && group.len() == 3 {
                     // The first three taps write `out`: no zero fill to add them to.
                     set3(out, [run(0), run(1), run(2)], [wt(0), wt(1), wt(2)]);
-                } else if t0 == 0 {
+                    continue;
+                }
+                if t0 == 0 {
                     out.fill(0.0);
-                    for i in 0..group.len() {
-                        axpy1(out, run(i), wt(i));
-                    }
-                } else if group.len() == 3 {
+                }
+                if group.len() == 3 {
                     axpy3(out, [run(0), run(1), run(2)], [wt(0), wt(1), wt(2)]);
                 } else {
                     for i in 0..group.len() {
