@@ -1,4 +1,4 @@
-//! Training throughput on this CPU: whole training steps as `fit` and `gan train` take them
+//! Training throughput: whole training steps as `fit` and `gan train` take them
 //! (forward, loss, backward, optimiser update) in the configurations the experiments in
 //! docs/results.md use, one DCGAN step (D update + G update) at 64 px, and the frozen-feature
 //! caching pass of the probe phase.
@@ -7,6 +7,8 @@
 //! `MPOX_BENCH_QUICK=1` for one timed repetition instead of three (the best is kept), and
 //! `MPOX_BENCH_TSV=FILE` to also write `key, step, input, batch, seconds` rows, which
 //! `scripts/bench-vs-pytorch.sh` sets beside PyTorch's timings of the same rows.
+//! `MPOX_BENCH_DEVICE=cuda` runs on the GPU (a build with the `cuda` feature: scripts/gpu-check.sh
+//! runs the batch-64 rows there).
 
 use std::io::Write;
 use std::time::Instant;
@@ -16,6 +18,7 @@ use mpox_trainer::gan::train::{GanConfig, GanData, GanRun};
 use mpox_trainer::models::{Arch, Network};
 use mpox_trainer::train::optim::AdamW;
 use mpox_trainer::train::weighted_cross_entropy;
+use mpox_trainer::ComputeDevice;
 
 /// One fine-tuning step as `fit` takes it: frozen stages in evaluation mode without gradient,
 /// trainable ones in training mode, pooled features, class-weighted loss, AdamW.
@@ -64,13 +67,16 @@ impl ClassifierStep {
     }
 }
 
-/// The best time of `reps` calls after one warm-up call.
-fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+/// The best time of `reps` calls after one warm-up call, each waiting for the device to finish
+/// (CUDA runs the kernels asynchronously).
+fn best_of(reps: usize, dev: &Device, mut f: impl FnMut()) -> f64 {
     f();
+    dev.synchronize().unwrap();
     (0..reps)
         .map(|_| {
             let t = Instant::now();
             f();
+            dev.synchronize().unwrap();
             t.elapsed().as_secs_f64()
         })
         .fold(f64::INFINITY, f64::min)
@@ -82,11 +88,13 @@ struct Table {
 }
 
 impl Table {
-    /// Whether the row `key` is to run (`MPOX_BENCH_ONLY=key,key…`, e.g. under a profiler).
+    /// Whether the row `key` is to run: the rows named in `MPOX_BENCH_ONLY=key,key…` (e.g. under
+    /// a profiler, or the GPU rows), else the CPU table's rows.
     fn runs(&self, key: &str) -> bool {
-        self.only
-            .as_ref()
-            .is_none_or(|only| only.split(',').any(|k| k == key))
+        match &self.only {
+            Some(only) => only.split(',').any(|k| k == key),
+            None => !GPU_ONLY.contains(&key),
+        }
     }
 
     fn row(&mut self, key: &str, label: &str, size: usize, batch: usize, s: f64) {
@@ -100,6 +108,9 @@ impl Table {
     }
 }
 
+/// Rows at the GPU check's batch size (scripts/gpu-check.sh), run only when named.
+const GPU_ONLY: [&str; 2] = ["mnv2-all-224-64", "resnet18-all-224-64"];
+
 fn main() {
     // What the trainer's binary does first: the thread and allocation settings of `fit`.
     mpox_trainer::ops::runtime::configure();
@@ -112,7 +123,14 @@ fn main() {
         tsv: std::env::var_os("MPOX_BENCH_TSV").map(|p| std::fs::File::create(p).unwrap()),
         only: std::env::var("MPOX_BENCH_ONLY").ok(),
     };
-    let dev = Device::Cpu;
+    // `MPOX_BENCH_DEVICE=cuda` in builds with the `cuda` feature (scripts/build-cuda.sh).
+    let dev = match std::env::var("MPOX_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => ComputeDevice::Cuda,
+        Ok("cpu") | Err(_) => ComputeDevice::Cpu,
+        Ok(other) => panic!("MPOX_BENCH_DEVICE={other}: use cpu or cuda"),
+    }
+    .open()
+    .unwrap();
     println!("| step | input | batch | s/step | images/s |");
     println!("|---|---|---|---|---|");
     let mnv2 = Arch::MobileNetV2 { width: 1.0 };
@@ -157,12 +175,28 @@ fn main() {
             16,
             None,
         ),
+        (
+            "mnv2-all-224-64",
+            "MobileNetV2-1.0, all stages",
+            mnv2,
+            224,
+            64,
+            None,
+        ),
+        (
+            "resnet18-all-224-64",
+            "ResNet-18, all stages",
+            Arch::ResNet18,
+            224,
+            64,
+            None,
+        ),
     ] {
         if !table.runs(key) {
             continue;
         }
         let mut step = ClassifierStep::new(arch, size, batch, trainable, &dev);
-        table.row(key, label, size, batch, best_of(reps, || step.step()));
+        table.row(key, label, size, batch, best_of(reps, &dev, || step.step()));
     }
     // One DCGAN step on generated photos (the data do not change the cost).
     let dir = std::env::temp_dir().join(format!("mpox-bench-gan-{}", std::process::id()));
@@ -188,7 +222,7 @@ fn main() {
             false,
         )
         .unwrap();
-        let s = best_of(reps, || {
+        let s = best_of(reps, &dev, || {
             run.step().unwrap();
         });
         table.row(&key, "DCGAN step (D + G update)", 64, batch, s);
@@ -200,7 +234,7 @@ fn main() {
     }
     let net = Network::new(mnv2, 2, 1, &dev).unwrap();
     let x = Tensor::randn(0f32, 1.0, (32, 3, 224, 224), &dev).unwrap();
-    let s = best_of(reps, || {
+    let s = best_of(reps, &dev, || {
         Network::pool(&net.features(&x, false).unwrap())
             .unwrap()
             .to_vec2::<f32>()

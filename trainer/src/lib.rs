@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod audit;
 pub mod calibration;
 pub mod check;
+pub mod checkpoint;
 pub mod crossval;
 pub mod dataset;
 mod error;
@@ -58,19 +59,53 @@ pub fn untrained_meta(arch: models::Arch, labels: Vec<String>, input_size: u32) 
     }
 }
 
-/// The compute device named on the command line: `cpu`, or `cuda` in builds with the `cuda` feature.
-pub fn device(name: &str) -> Result<candle_core::Device> {
-    match name {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" if cfg!(feature = "cuda") => Ok(candle_core::Device::new_cuda(0)?),
-        "cuda" => Err(Error::Invalid(
-            "this build has no CUDA support: rebuild with `cargo build --release --features cuda`"
-                .into(),
-        )),
-        other => Err(Error::Invalid(format!(
-            "unknown device {other:?}: use cpu or cuda"
-        ))),
+/// Where training runs: the CPU, or the first CUDA device in builds with the `cuda` feature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComputeDevice {
+    /// The CPU (every build).
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (builds made by scripts/build-cuda.sh).
+    Cuda,
+}
+
+impl ComputeDevice {
+    /// Opens the device; a CUDA device that cannot be used is an error that says why.
+    pub fn open(self) -> Result<candle_core::Device> {
+        match self {
+            ComputeDevice::Cpu => Ok(candle_core::Device::Cpu),
+            ComputeDevice::Cuda => open_cuda(),
+        }
     }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<candle_core::Device> {
+    // cudarc opens the driver, cuBLAS, cuRAND and NVRTC with dlopen when the first device is made,
+    // and panics when one is missing (vendor/README.md).
+    match std::panic::catch_unwind(|| candle_core::Device::new_cuda(0)) {
+        Ok(device) => Ok(device?),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Error::Invalid(format!(
+                "no usable CUDA device: {why} (LD_LIBRARY_PATH must reach libcuda.so.1, \
+                 libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and libnvrtc.so.13)"
+            )))
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<candle_core::Device> {
+    Err(Error::Invalid(
+        "this build has no CUDA support: build one with scripts/build-cuda.sh \
+         (cargo build --release --features cuda)"
+            .into(),
+    ))
 }
 
 /// The current UTC time as RFC 3339 (seconds precision), without a date-time dependency;

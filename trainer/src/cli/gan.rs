@@ -7,6 +7,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use mpox_trainer::gan::diffaug::Policy;
 use mpox_trainer::gan::train::{gan_data, GanConfig, GanRun, Loss};
+use mpox_trainer::ComputeDevice;
 
 /// GAN commands.
 #[derive(Subcommand, Debug)]
@@ -41,9 +42,9 @@ pub struct TrainArgs {
     /// Stop after this many steps in this invocation (resume later).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
-    /// cpu, or cuda (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Where to train (cuda needs a build made by scripts/build-cuda.sh).
+    #[arg(long, value_enum, default_value_t)]
+    device: ComputeDevice,
     /// Run folder.
     #[arg(long)]
     out: PathBuf,
@@ -163,7 +164,7 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         GanCommand::Train(a) => {
             let config = a.gan.config()?;
-            let device = mpox_trainer::device(&a.device)?;
+            let device = a.device.open()?;
             let data = gan_data(&a.data, &a.class, a.split.as_deref().zip(a.fold))?;
             eprintln!(
                 "training a {}-px GAN on {} photos of {}{}",

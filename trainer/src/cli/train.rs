@@ -10,6 +10,7 @@ use mpox_sdk::ScreenerOptions;
 use mpox_trainer::models::Arch;
 use mpox_trainer::train::data::DataSource;
 use mpox_trainer::train::{files, FitConfig, Recipe, RunOptions, Unfreeze};
+use mpox_trainer::ComputeDevice;
 
 /// Where photos come from besides the main data set, shared by `fit`, `crossval`, `pipeline`
 /// and `ablate`.
@@ -88,9 +89,9 @@ pub struct TrainArgs {
     /// Mixup of pooled features with Beta(α, α) blends (0: off).
     #[arg(long, value_name = "ALPHA", default_value_t = FitConfig::MIXUP)]
     mixup: f64,
-    /// cpu, or cuda (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Where to train (cuda needs a build made by scripts/build-cuda.sh).
+    #[arg(long, value_enum, default_value_t)]
+    device: ComputeDevice,
 }
 
 impl TrainArgs {
@@ -148,7 +149,7 @@ impl TrainArgs {
         c.target_sensitivity = self.target_sensitivity;
         c.min_calibration_photos = self.min_calibration_photos;
         c.validate()?;
-        Ok((c, mpox_trainer::device(&self.device)?))
+        Ok((c, self.device.open()?))
     }
 }
 

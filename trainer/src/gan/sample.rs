@@ -70,9 +70,8 @@ pub fn sample(
     device: &candle_core::Device,
 ) -> Result<SyntheticManifest> {
     use rand::SeedableRng;
-    let (tensors, meta) = super::train::read_checkpoint(checkpoint, device)?;
-    let state: super::train::GanState = serde_json::from_str(&meta["mpoxscreen.gan_state"])
-        .map_err(|e| Error::Invalid(format!("{}: {e}", checkpoint.display())))?;
+    let c = super::train::read_checkpoint(checkpoint, device)?;
+    let state: super::train::GanState = c.state(super::train::STATE)?;
     let id = &state.identity;
     let size = id["config"]["size"].as_u64().unwrap_or(64) as usize;
     let vars = candle_nn::VarMap::new();
@@ -80,12 +79,8 @@ pub fn sample(
         size,
         candle_nn::VarBuilder::from_varmap(&vars, candle_core::DType::F32, device),
     )?;
-    let prefix = if tensors.keys().any(|k| k.starts_with("ema.")) {
-        "ema"
-    } else {
-        "g"
-    };
-    super::train::load_prefixed(&tensors, prefix, &vars)?;
+    let prefix = if c.has_prefix("ema") { "ema" } else { "g" };
+    c.load_vars(prefix, &vars)?;
     if out.join(MANIFEST).exists() {
         return Err(Error::Invalid(format!(
             "{} already holds generated photos; choose another --out",

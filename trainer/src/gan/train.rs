@@ -2,7 +2,6 @@
 //! hinge loss and an EMA generator; per-step losses and D scores to CSV, the paper's two figures as
 //! PNG, sample grids from fixed noise, atomic checkpoints and exact resume.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::diffaug::{self, Policy};
 use super::model::{Gan, Z_DIM};
+use crate::checkpoint::{Checkpoint, Loaded};
 use crate::dataset::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::split::SplitManifest;
@@ -563,122 +563,44 @@ impl GanRun {
         crate::atomic::write_atomic(&self.out.join(files::LOG), csv.as_bytes())
     }
 
-    /// Writes networks, EMA, optimiser moments and state into one safetensors file, atomically.
+    /// Writes networks, EMA, optimiser moments and state into one checkpoint, atomically.
     pub fn checkpoint(&self) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        let mut add = |prefix: &str, vars: &candle_nn::VarMap| {
-            for (k, v) in vars.data().lock().expect("varmap lock").iter() {
-                tensors.push((format!("{prefix}.{k}"), v.as_tensor().clone()));
-            }
-        };
-        add("g", &self.gan.g_vars);
-        add("d", &self.gan.d_vars);
+        let mut c = Checkpoint::new();
+        c.vars(Some("g"), &self.gan.g_vars)
+            .vars(Some("d"), &self.gan.d_vars);
         if let Some((_, ema)) = &self.gan.ema {
-            add("ema", ema);
+            c.vars(Some("ema"), ema);
         }
-        tensors.extend(
-            self.opt_g
-                .state()
-                .into_iter()
-                .map(|(k, t)| (format!("opt_g.{k}"), t)),
-        );
-        tensors.extend(
-            self.opt_d
-                .state()
-                .into_iter()
-                .map(|(k, t)| (format!("opt_d.{k}"), t)),
-        );
-        let mut meta = HashMap::new();
-        meta.insert(
-            "mpoxscreen.gan_state".to_string(),
-            serde_json::to_string(&self.state).expect("state serialises"),
-        );
-        meta.insert(
-            "mpoxscreen.gan_size".to_string(),
-            self.config.size.to_string(),
-        );
-        let path = self.out.join(files::CHECKPOINT);
-        crate::atomic::write_atomic_with(&path, |tmp| {
-            safetensors::tensor::serialize_to_file(
-                tensors.iter().map(|(k, t)| (k.as_str(), t)),
-                Some(meta),
-                tmp,
-            )
-            .map_err(|e| crate::atomic::safetensors_error(tmp, e))
-        })
+        c.tensors(Some("opt_g"), self.opt_g.state())
+            .tensors(Some("opt_d"), self.opt_d.state())
+            .state(STATE, &self.state)
+            .meta("mpoxscreen.gan_size", self.config.size.to_string())
+            .write(&self.out.join(files::CHECKPOINT))
     }
 
     fn restore(&mut self, path: &Path) -> Result<()> {
-        let (tensors, meta) = read_checkpoint(path, &self.device)?;
-        let state: GanState = serde_json::from_str(
-            meta.get("mpoxscreen.gan_state")
-                .ok_or_else(|| Error::Invalid(format!("{}: no GAN state", path.display())))?,
-        )
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        if state.identity != self.state.identity {
-            return Err(Error::Invalid(format!(
-                "{} was made with other settings or data; resume with the same ones.\n  checkpoint: {}\n  now:        {}",
-                path.display(),
-                state.identity,
-                self.state.identity
-            )));
-        }
-        load_prefixed(&tensors, "g", &self.gan.g_vars)?;
-        load_prefixed(&tensors, "d", &self.gan.d_vars)?;
+        let c = read_checkpoint(path, &self.device)?;
+        let state: GanState = c.state(STATE)?;
+        c.same_run(&state.identity, &self.state.identity)?;
+        c.load_vars("g", &self.gan.g_vars)?;
+        c.load_vars("d", &self.gan.d_vars)?;
         if let Some((_, ema)) = &self.gan.ema {
-            load_prefixed(&tensors, "ema", ema)?;
+            c.load_vars("ema", ema)?;
         }
-        let strip = |prefix: &str| -> HashMap<String, Tensor> {
-            tensors
-                .iter()
-                .filter_map(|(k, t)| k.strip_prefix(prefix).map(|k| (k.to_string(), t.clone())))
-                .collect()
-        };
         let steps = state.step as u64;
-        self.opt_g.load_state(&strip("opt_g."), steps)?;
-        self.opt_d.load_state(&strip("opt_d."), steps)?;
+        self.opt_g.load_state(&c.prefixed("opt_g"), steps)?;
+        self.opt_d.load_state(&c.prefixed("opt_d"), steps)?;
         self.state = state;
         Ok(())
     }
 }
 
-/// Tensors and metadata of a GAN checkpoint.
-pub fn read_checkpoint(
-    path: &Path,
-    device: &Device,
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Invalid(format!("{}: not a GAN checkpoint: {e}", path.display())))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    if !meta.contains_key("mpoxscreen.gan_state") {
-        return Err(Error::Invalid(format!(
-            "{}: not a GAN checkpoint",
-            path.display()
-        )));
-    }
-    Ok((candle_core::safetensors::load_buffer(&bytes, device)?, meta))
-}
+/// The checkpoint's metadata entry holding the run state ([`GanState`]).
+pub const STATE: &str = "mpoxscreen.gan_state";
 
-/// Copies `prefix.<name>` tensors into the same-named variables.
-pub fn load_prefixed(
-    tensors: &HashMap<String, Tensor>,
-    prefix: &str,
-    vars: &candle_nn::VarMap,
-) -> Result<()> {
-    for (name, var) in vars.data().lock().expect("varmap lock").iter() {
-        let key = format!("{prefix}.{name}");
-        let t = tensors
-            .get(&key)
-            .ok_or_else(|| Error::Invalid(format!("checkpoint lacks {key}")))?;
-        if t.dims() != var.dims() {
-            return Err(Error::Invalid(format!(
-                "checkpoint tensor {key} has the wrong shape"
-            )));
-        }
-        var.set(t)?;
-    }
-    Ok(())
+/// A GAN checkpoint, read onto `device`.
+pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Loaded> {
+    Loaded::read(path, device, STATE, "a GAN checkpoint")
 }
 
 /// For `gan eval`: the training photos of `class` (what the generator saw) and the held-out ones

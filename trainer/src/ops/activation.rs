@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::simd::wide;
-use super::{cpu_slice, on_cpu, output};
+use super::{cpu_slice, output, own_kernels};
 
 /// An activation `f` with derivative `df`, both of the input.
 ///
@@ -142,6 +142,15 @@ impl CustomOp1 for Act {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::activation(s, l, self.0)
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(
             x.apply_op2_no_bwd(&grad.contiguous()?, &ActGrad(self.0))?,
@@ -172,6 +181,17 @@ impl CustomOp2 for ActGrad {
             |v, g| g * k.df(v)
         ))?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::activation_grad((s1, l1), (s2, l2), self.0)
     }
 }
 
@@ -231,7 +251,7 @@ fn sweep2(
 
 /// `max(x, 0)`; its gradient is 1 for positive inputs, else 0.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if !on_cpu(x) {
+    if !own_kernels(x) {
         return x.relu();
     }
     x.contiguous()?.apply_op1(Act(Activation::Relu))
@@ -239,7 +259,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 /// `min(max(x, 0), 6)`; its gradient is 1 strictly inside (0, 6), else 0.
 pub fn relu6(x: &Tensor) -> Result<Tensor> {
-    if !on_cpu(x) {
+    if !own_kernels(x) {
         return x.clamp(0f32, 6f32);
     }
     x.contiguous()?.apply_op1(Act(Activation::Relu6))
@@ -247,7 +267,7 @@ pub fn relu6(x: &Tensor) -> Result<Tensor> {
 
 /// `x` for positive inputs, `slope·x` otherwise.
 pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
-    if !on_cpu(x) {
+    if !own_kernels(x) {
         return x.maximum(&(x * f64::from(slope))?);
     }
     x.contiguous()?.apply_op1(Act(Activation::Leaky(slope)))
@@ -256,7 +276,7 @@ pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
 /// `act(y + shortcut)`: a residual connection and the activation after it (or none), in one
 /// parallel sweep each way (candle adds on one thread since its element-wise pool is off).
 pub fn residual(y: &Tensor, shortcut: &Tensor, activation: Option<Activation>) -> Result<Tensor> {
-    if !on_cpu(y) || y.shape() != shortcut.shape() {
+    if !own_kernels(y) || y.shape() != shortcut.shape() {
         return activate((y + shortcut)?, activation);
     }
     y.contiguous()?
@@ -285,6 +305,17 @@ impl CustomOp2 for Residual {
             Some(a) => per_activation!(a, |k| sweep2(y, r, "residual", |a, b| k.f(a + b)))?,
         };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::residual((s1, l1), (s2, l2), self.0)
     }
 
     fn bwd(

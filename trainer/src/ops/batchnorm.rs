@@ -12,11 +12,11 @@ use rayon::prelude::*;
 
 use super::activation::{per_activation, Fixed};
 use super::simd::wide;
-use super::{activate, cpu_slice, on_cpu, output, Activation};
+use super::{activate, cpu_slice, output, own_kernels, Activation};
 
 /// Per-channel mean and biased variance of `x [N, C, H, W]` as a `[2, C]` tensor (no gradient).
 pub fn channel_stats(x: &Tensor) -> Result<Tensor> {
-    if !on_cpu(x) {
+    if !own_kernels(x) {
         let x = x.detach();
         let mean = x.mean_keepdim((0, 2, 3))?;
         let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
@@ -69,6 +69,15 @@ impl CustomOp1 for ChannelStats {
         out.extend(stats.iter().map(|s| s.1 as f32));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::channel_stats(s, l)
+    }
 }
 
 /// `γ·(x − μ)/√(σ² + ε) + β` per channel, with `params = [γ; β; μ; σ²]` of shape `[4, C]`.
@@ -84,7 +93,7 @@ pub fn batch_norm(
     batch_stats: bool,
     activation: Option<Activation>,
 ) -> Result<Tensor> {
-    if !on_cpu(x) {
+    if !own_kernels(x) {
         let c = x.dim(1)?;
         let p = |i: usize| params.get(i)?.reshape((1, c, 1, 1));
         let (g, b, m, v) = (p(0)?, p(1)?, p(2)?, p(3)?);
@@ -153,6 +162,17 @@ impl CustomOp2 for BatchNormOp {
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::batch_norm((s1, l1), (s2, l2), self.eps, self.activation)
     }
 
     fn bwd(
@@ -347,6 +367,27 @@ impl CustomOp3 for BatchNormGrad {
         };
         let total = n * c * h * w;
         Ok((CpuStorage::F32(out), Shape::from(total + 4 * c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::batch_norm_grad(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            &self.params,
+            self.op.eps,
+            self.op.batch_stats,
+            self.op.activation,
+        )
     }
 }
 

@@ -9,14 +9,14 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::simd::wide;
-use super::{cpu_slice, on_cpu, output};
+use super::{cpu_slice, output, own_kernels};
 
 /// Depthwise convolution of `x [N, C, H, W]` with `w [C, 1, k, k]`.
 ///
-/// Uses the direct CPU kernel on CPU tensors and candle's grouped `conv2d` elsewhere (CUDA), so the
-/// same model code runs on both.
+/// Uses the direct kernels on CPU tensors and on CUDA (`cuda/`, in builds with the `cuda` feature),
+/// candle's grouped `conv2d` elsewhere, so the same model code runs on each.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if on_cpu(x) {
+    if own_kernels(x) {
         x.apply_op2(w, DepthwiseConv { stride, padding })
     } else {
         let channels = x.dim(1)?;
@@ -63,6 +63,22 @@ impl Geometry {
     fn padded(&self) -> (usize, usize) {
         (self.h + 2 * self.padding, self.w + 2 * self.padding)
     }
+
+    /// The same geometry for the CUDA kernels, with kernel size `k`.
+    #[cfg(feature = "cuda")]
+    fn window(&self, k: usize) -> super::cuda::Window {
+        super::cuda::Window {
+            n: self.n,
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            k,
+            stride: self.stride,
+            padding: self.padding,
+            oh: self.oh,
+            ow: self.ow,
+        }
+    }
 }
 
 fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
@@ -72,6 +88,23 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
 struct DepthwiseConv {
     stride: usize,
     padding: usize,
+}
+
+impl DepthwiseConv {
+    /// The geometry of input `l1` and weight `l2`, and the kernel size; refuses a weight that does
+    /// not fit the input.
+    fn geometry(&self, l1: &Layout, l2: &Layout) -> Result<(Geometry, usize)> {
+        let (c_w, one, k, k2) = dims4(l2)?;
+        let g = Geometry::new(dims4(l1)?, k, self.stride, self.padding)?;
+        if c_w != g.c || one != 1 || k != k2 {
+            bail!(
+                "depthwise conv: weight {:?} does not match {} channels",
+                l2.shape(),
+                g.c
+            );
+        }
+        Ok((g, k))
+    }
 }
 
 impl CustomOp2 for DepthwiseConv {
@@ -88,15 +121,7 @@ impl CustomOp2 for DepthwiseConv {
     ) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s1, l1, "depthwise conv", "input")?;
         let wt = cpu_slice(s2, l2, "depthwise conv", "weight")?;
-        let (c_w, one, k, k2) = dims4(l2)?;
-        let g = Geometry::new(dims4(l1)?, k, self.stride, self.padding)?;
-        if c_w != g.c || one != 1 || k != k2 {
-            bail!(
-                "depthwise conv: weight {:?} does not match {} channels",
-                l2.shape(),
-                g.c
-            );
-        }
+        let (g, k) = self.geometry(l1, l2)?;
         let taps = k * k;
         let mut out = output(g.n * g.c * g.oh * g.ow);
         out.par_chunks_mut(g.oh * g.ow).enumerate().for_each_init(
@@ -110,6 +135,18 @@ impl CustomOp2 for DepthwiseConv {
             },
         );
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.c, g.oh, g.ow))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (g, k) = self.geometry(l1, l2)?;
+        super::cuda::depthwise((s1, l1), (s2, l2), &g.window(k))
     }
 
     fn bwd(
@@ -159,6 +196,19 @@ struct InputGrad {
     w: usize,
 }
 
+impl InputGrad {
+    /// The forward geometry for gradient `l1` and weight `l2`, and the kernel size.
+    fn geometry(&self, l1: &Layout, l2: &Layout) -> Result<(Geometry, usize)> {
+        let (n, c, oh, ow) = dims4(l1)?;
+        let (_, _, k, _) = dims4(l2)?;
+        let g = Geometry::new((n, c, self.h, self.w), k, self.stride, self.padding)?;
+        if (g.oh, g.ow) != (oh, ow) {
+            bail!("depthwise conv grad: gradient {oh}x{ow} does not match input");
+        }
+        Ok((g, k))
+    }
+}
+
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-input-grad"
@@ -173,12 +223,8 @@ impl CustomOp2 for InputGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let gy = cpu_slice(s1, l1, "depthwise conv", "gradient")?;
         let wt = cpu_slice(s2, l2, "depthwise conv", "weight")?;
-        let (n, c, oh, ow) = dims4(l1)?;
-        let (_, _, k, _) = dims4(l2)?;
-        let g = Geometry::new((n, c, self.h, self.w), k, self.stride, self.padding)?;
-        if (g.oh, g.ow) != (oh, ow) {
-            bail!("depthwise conv grad: gradient {oh}x{ow} does not match input");
-        }
+        let (g, k) = self.geometry(l1, l2)?;
+        let (n, c, oh, ow) = (g.n, g.c, g.oh, g.ow);
         // The adjoint of a strided window is a stride-1 window with the taps reversed over the
         // gradient spread out by the stride (zeros between) and padded by `k − 1 − p`.
         let taps = k * k;
@@ -200,6 +246,18 @@ impl CustomOp2 for InputGrad {
             },
         );
         Ok((CpuStorage::F32(gx), Shape::from((n, c, g.h, g.w))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (g, k) = self.geometry(l1, l2)?;
+        super::cuda::depthwise_grad_input((s1, l1), (s2, l2), &g.window(k))
     }
 }
 
@@ -245,6 +303,18 @@ impl CustomOp2 for WeightGrad {
             },
         );
         Ok((CpuStorage::F32(gw), Shape::from((g.c, 1, k, k))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = Geometry::new(dims4(l1)?, self.k, self.stride, self.padding)?;
+        super::cuda::depthwise_grad_weight((s1, l1), (s2, l2), &g.window(self.k))
     }
 }
 

@@ -1,13 +1,14 @@
 //! Max pooling with a kernel larger than its stride (ResNet's 3×3/2), trainable on every device.
 //!
-//! candle's `max_pool2d` backward supports only kernel == stride. On the CPU a direct kernel routes
-//! each output's gradient to the first maximum of its window (as PyTorch does); on other devices
-//! the pool is the element-wise maximum of its k·k strided views, whose gradient candle knows.
+//! candle's `max_pool2d` backward supports only kernel == stride. On the CPU and on CUDA (`cuda/`)
+//! direct kernels route each output's gradient to the first maximum of its window (as PyTorch
+//! does); on other devices the pool is the element-wise maximum of its k·k strided views, whose
+//! gradient candle knows.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, on_cpu, output};
+use super::{cpu_slice, output, own_kernels};
 
 /// `MaxPool2d(kernel, stride, padding)` over `x [N, C, H, W]`, padding with −∞ as PyTorch does.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
@@ -15,7 +16,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     if stride == 0 || kernel == 0 || h + 2 * padding < kernel || w + 2 * padding < kernel {
         bail!("max pool {kernel}/{stride}/{padding} does not fit a {h}x{w} input");
     }
-    if on_cpu(x) {
+    if own_kernels(x) {
         x.contiguous()?.apply_op1(Pool {
             kernel,
             stride,
@@ -36,6 +37,23 @@ struct Pool {
 impl Pool {
     fn out(&self, len: usize) -> usize {
         (len + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// The window over input `l` for the CUDA kernels.
+    #[cfg(feature = "cuda")]
+    fn window(&self, l: &Layout) -> Result<super::cuda::Window> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        Ok(super::cuda::Window {
+            n,
+            c,
+            h,
+            w,
+            k: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            oh: self.out(h),
+            ow: self.out(w),
+        })
     }
 
     /// Index (within the plane) of the first maximum of output (oy, ox)'s window.
@@ -77,6 +95,15 @@ impl CustomOp1 for Pool {
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::max_pool(s, l, &self.window(l)?)
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(
             x.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad(*self))?,
@@ -100,9 +127,16 @@ impl CustomOp2 for PoolGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(s1, l1, "max pool", "input")?;
-        let g = cpu_slice(s2, l2, "max pool", "input")?;
+        let g = cpu_slice(s2, l2, "max pool", "gradient")?;
         let (n, c, h, w) = l1.shape().dims4()?;
         let (oh, ow) = (self.0.out(h), self.0.out(w));
+        if g.len() != n * c * oh * ow {
+            bail!(
+                "max pool: gradient {:?} for input {:?}",
+                l2.shape(),
+                l1.shape()
+            );
+        }
         let mut gx = vec![0f32; n * c * h * w];
         gx.par_chunks_mut(h * w).enumerate().for_each(|(p, dx)| {
             let plane = &x[p * h * w..(p + 1) * h * w];
@@ -114,6 +148,17 @@ impl CustomOp2 for PoolGrad {
             }
         });
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::max_pool_grad((s1, l1), (s2, l2), &self.0.window(l1)?)
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod activation;
 mod batchnorm;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod depthwise;
 mod im2col;
 mod maxpool;
@@ -52,6 +54,12 @@ fn output(len: usize) -> Vec<f32> {
 /// Whether a tensor can go to the CPU kernels (else the ops fall back to candle's own).
 fn on_cpu(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Whether a tensor can go to this module's own kernels: f32 on the CPU, or on a CUDA device in
+/// builds with the `cuda` feature (`cuda/`). Elsewhere the ops fall back to candle's own ops.
+fn own_kernels(x: &Tensor) -> bool {
+    on_cpu(x) || (cfg!(feature = "cuda") && x.device().is_cuda() && x.dtype() == DType::F32)
 }
 
 /// For a sliding window with stride `s` and zero padding `p` over an axis of length `len` with

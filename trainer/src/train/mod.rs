@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::{self, DEFAULT_TARGET_SENSITIVITY};
+use crate::checkpoint::{Checkpoint, Loaded};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::models::{Arch, Network};
@@ -1301,78 +1302,44 @@ impl<'a> Trainer<'a> {
         Ok((loss_sum, seen))
     }
 
-    /// Writes weights, optimiser moments and run state into one safetensors file, atomically.
+    /// Writes weights, optimiser moments and run state into one checkpoint, atomically.
     fn checkpoint(&self, path: &Path, state: &TrainState) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = self
-            .net
-            .varmap()
-            .data()
-            .lock()
-            .expect("varmap lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let mut c = Checkpoint::new();
+        c.vars(None, self.net.varmap()).state(STATE, state);
         // The optimiser exists once fine-tuning has taken a step.
-        let phase = match &self.optimizer {
-            Some(opt) => {
-                tensors.extend(opt.state());
-                Phase::Finetune.to_string()
-            }
-            None => String::new(),
+        match &self.optimizer {
+            Some(opt) => c
+                .tensors(None, opt.state())
+                .meta(PHASE, Phase::Finetune.to_string()),
+            None => c.meta(PHASE, ""),
         };
-        let mut meta = std::collections::HashMap::new();
-        meta.insert(
-            "mpoxscreen.train_state".to_string(),
-            serde_json::to_string(state).expect("state serialises"),
-        );
-        meta.insert("mpoxscreen.optimizer_phase".to_string(), phase);
-        crate::atomic::write_atomic_with(path, |tmp| {
-            safetensors::tensor::serialize_to_file(
-                tensors.iter().map(|(k, t)| (k.as_str(), t)),
-                Some(meta),
-                tmp,
-            )
-            .map_err(|e| crate::atomic::safetensors_error(tmp, e))
-        })
+        c.write(path)
     }
 
     /// Restores weights, optimiser and state from a checkpoint of the same configuration.
     fn restore(&mut self, path: &Path, config: &serde_json::Value) -> Result<TrainState> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a checkpoint: {e}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let state: TrainState = serde_json::from_str(
-            meta.get("mpoxscreen.train_state")
-                .ok_or_else(|| bad("no training state in the checkpoint".into()))?,
-        )
-        .map_err(|e| bad(format!("unreadable training state: {e}")))?;
-        if &state.config != config {
-            return Err(bad(format!(
-                "the checkpoint was made with other settings; resume with the same ones.\n  checkpoint: {}\n  now:        {}",
-                state.config, config
-            )));
-        }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &self.device)?;
+        let c = Loaded::read(path, &self.device, STATE, "a training checkpoint")?;
+        let state: TrainState = c.state(STATE)?;
+        c.same_run(&state.config, config)?;
         crate::weights::load_into(
             self.net.varmap(),
-            &tensors,
+            &c.tensors,
             self.net.arch().head_prefix(),
             crate::weights::HeadPolicy::Required,
             path,
         )?;
-        let phase = meta
-            .get("mpoxscreen.optimizer_phase")
-            .cloned()
-            .unwrap_or_default();
-        if !phase.is_empty() {
+        if !c.meta(PHASE).unwrap_or_default().is_empty() {
             let steps = state.opt_steps;
-            self.optimizer()?.load_state(&tensors, steps)?;
+            self.optimizer()?.load_state(&c.tensors, steps)?;
         }
         Ok(state)
     }
 }
+
+/// The checkpoint's metadata entries: the run state, and the phase whose optimiser state it holds
+/// (empty before fine-tuning).
+const STATE: &str = "mpoxscreen.train_state";
+const PHASE: &str = "mpoxscreen.optimizer_phase";
 
 fn bar(progress: bool, len: u64, prefix: &str) -> ProgressBar {
     if !progress {
