@@ -25,8 +25,14 @@ status=0
 note() { echo "$*" | tee -a "$report"; }
 fail() { note "**FAILED**: $*"; status=1; }
 
+# The binaries travel compressed (scripts/build-cuda.sh).
+bin="$work/bin"
+mkdir -p "$bin"
 for f in mpox-trainer trainer-tests train_step; do
-    [ -x "$bundle/$f" ] || { echo "gpu-check: $bundle/$f is missing: run scripts/build-cuda.sh first" >&2; exit 2; }
+    [ -f "$bundle/$f.xz" ] || { echo "gpu-check: $bundle/$f.xz is missing: run scripts/build-cuda.sh first" >&2; exit 2; }
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+        "$bundle/$f.xz" "$bin/$f"
+    chmod +x "$bin/$f"
 done
 
 # CUDA's libraries from the Python packages PyTorch brought (nvidia/*/lib), the driver's folder.
@@ -57,7 +63,7 @@ done
 note ""
 note "## (a) CUDA against the CPU"
 note ""
-if timeout 240 "$bundle/trainer-tests" --test-threads 1 ops::cuda >"$out/parity.log" 2>&1; then
+if timeout 240 "$bin/trainer-tests" --test-threads 1 ops::cuda:: >"$out/parity.log" 2>&1; then
     note "passed: $(grep -E '^test result' "$out/parity.log" | tail -1)"
 else
     fail "parity tests (parity.log): $(grep -E '^test .* FAILED|panicked' "$out/parity.log" | head -5 | tr '\n' ' ')"
@@ -68,7 +74,7 @@ note "## (b) Training-step throughput, candle-CUDA and PyTorch-CUDA"
 note ""
 rows=mnv2-all-224-64,resnet18-all-224-64,dcgan-64-64
 MPOX_BENCH_DEVICE=cuda MPOX_BENCH_ONLY=$rows MPOX_BENCH_TSV="$work/candle.tsv" \
-    timeout 180 "$bundle/train_step" >"$out/bench.log" 2>&1 || fail "candle bench (bench.log)"
+    timeout 180 "$bin/train_step" >"$out/bench.log" 2>&1 || fail "candle bench (bench.log)"
 timeout 180 python3 scripts/torch_train_step.py --device cuda --only "$rows" \
     >"$work/torch.tsv" 2>>"$out/bench.log" || fail "PyTorch bench (bench.log)"
 python3 - "$work/candle.tsv" "$work/torch.tsv" >>"$report" <<'EOF' || fail "bench table"
@@ -106,18 +112,18 @@ for root, _, names in os.walk(src):
 EOF
     note "photos: the bundle's ($(find "$data/train" -type f | wc -l) train, $(find "$data/test" -type f | wc -l) test, 128 px)"
 else
-    "$bundle/mpox-trainer" synth --out "$data/train" --per-class 70 --size 128 >/dev/null &&
-        "$bundle/mpox-trainer" synth --out "$data/test" --per-class 30 --size 128 --seed 1 >/dev/null ||
+    "$bin/mpox-trainer" synth --out "$data/train" --per-class 70 --size 128 >/dev/null &&
+        "$bin/mpox-trainer" synth --out "$data/test" --per-class 30 --size 128 --seed 1 >/dev/null ||
         fail "synthetic photos"
     note "photos: synthetic (scripts/build-cuda.sh ran without --photos)"
 fi
 positive=$(ls "$data/train" | head -1)
 for dev in cuda cpu; do
     start=$(date +%s)
-    if timeout 150 "$bundle/mpox-trainer" fit "$data/train" --positive "$positive" \
+    if timeout 150 "$bin/mpox-trainer" fit "$data/train" --positive "$positive" \
         --arch mobilenet_v2_w0.5 --input-size 96 --epochs 4 --seed 0 --device "$dev" \
         --min-calibration-photos 5 --out "$work/fit-$dev" >"$out/fit-$dev.log" 2>&1 &&
-        "$bundle/mpox-trainer" eval "$work/fit-$dev/model.onnx" "$data/test" --positive "$positive" \
+        "$bin/mpox-trainer" eval "$work/fit-$dev/model.onnx" "$data/test" --positive "$positive" \
             --json >"$work/eval-$dev.json" 2>>"$out/fit-$dev.log"; then
         note "- fit on $dev: $(( $(date +%s) - start )) s, then exported and evaluated on the CPU"
     else
@@ -125,7 +131,7 @@ for dev in cuda cpu; do
     fi
 done
 if [ -f "$work/fit-cuda/model.onnx" ]; then
-    "$bundle/mpox-trainer" check "$work/fit-cuda/model.onnx" --images "$data/test/$positive" \
+    "$bin/mpox-trainer" check "$work/fit-cuda/model.onnx" --images "$data/test/$positive" \
         --checkpoint "$work/fit-cuda/best.safetensors" >>"$out/fit-cuda.log" 2>&1 &&
         note "- check: the CUDA-trained network and its exported file agree (fit-cuda.log)" ||
         fail "check of the CUDA-trained model (fit-cuda.log)"

@@ -1,5 +1,7 @@
-//! Compiles the CUDA kernels of the custom ops (`src/ops/cuda/kernels.cu`) to PTX in builds with
-//! the `cuda` feature; other builds compile nothing.
+//! Compiles the CUDA kernels of the custom ops (`src/ops/cuda/kernels.cu`): for the host in every
+//! build (`emulate.cpp`: each block one thread, for the unit tests of `ops/cuda_host.rs`, which
+//! check the kernels' arithmetic on machines without a GPU), and to PTX in builds with the
+//! `cuda` feature.
 //!
 //! `nvcc` comes from `$NVCC` or the `PATH` (scripts/build-cuda.sh installs CUDA 13.0's from
 //! PyPI), the target from `$CUDA_COMPUTE_CAP` (default 90: H100/H200), as for candle's kernels.
@@ -9,9 +11,18 @@ use std::process::Command;
 
 fn main() {
     let source = "src/ops/cuda/kernels.cu";
+    let host = "src/ops/cuda/emulate.cpp";
     println!("cargo::rerun-if-changed={source}");
+    println!("cargo::rerun-if-changed={host}");
     println!("cargo::rerun-if-env-changed=NVCC");
     println!("cargo::rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    // Unreferenced outside the unit tests, so the linker leaves it out of the binaries.
+    cc::Build::new()
+        .cpp(true)
+        .file(host)
+        .flag_if_supported("-std=c++17")
+        .warnings(true)
+        .compile("mpox_kernels_host");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }

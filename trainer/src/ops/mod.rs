@@ -4,6 +4,8 @@ mod activation;
 mod batchnorm;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(test)]
+mod cuda_host;
 mod depthwise;
 mod im2col;
 mod maxpool;

@@ -1,13 +1,20 @@
 // The trainer's own CUDA kernels: the GPU side of the custom ops in trainer/src/ops/ (depthwise
 // convolution and its gradients, fused BatchNorm with its activation, max pooling with the
 // first-maximum rule, activations and residual additions). trainer/build.rs compiles this file to
-// PTX (ops.ptx) in builds with the `cuda` feature; ops/cuda/mod.rs launches the kernels.
+// PTX (ops.ptx) in builds with the `cuda` feature, where ops/cuda/mod.rs launches the kernels,
+// and for the host in every build (emulate.cpp), where the unit tests of ops/cuda_host.rs run
+// them against the CPU ops. So every kernel must be correct for any block size, one included.
 //
 // Each kernel computes what the CPU op computes, with the same conventions (gradient 0 at the
 // clamp points, the first maximum of a pooling window takes its gradient, statistics summed in
 // double), so the CUDA path agrees with the CPU op to rounding. Gradients are gathered rather
 // than scattered with atomics: the results do not depend on thread scheduling, so a run repeats
 // exactly. Sizes are int: the host side refuses tensors of 2^31 elements or more.
+
+// The host build (emulate.cpp, for the unit tests) defines KERNEL to give the functions a prefix.
+#ifndef KERNEL
+#define KERNEL(name) extern "C" __global__ void name
+#endif
 
 #define ACT_NONE 0
 #define ACT_RELU 1
@@ -41,7 +48,7 @@ __device__ __forceinline__ float act_df(int act, float slope, float v) {
 __device__ double block_sum(double v, double* shared) {
     shared[threadIdx.x] = v;
     __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
         if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
         __syncthreads();
     }
@@ -52,18 +59,18 @@ __device__ double block_sum(double v, double* shared) {
 
 // ---- activations ---------------------------------------------------------------------------
 
-extern "C" __global__ void act_fwd(int n, int act, float slope, const float* x, float* y) {
+KERNEL(act_fwd)(int n, int act, float slope, const float* x, float* y) {
     GRID_STRIDE(i, n) { y[i] = act_f(act, slope, x[i]); }
 }
 
 // out = g · f'(x)
-extern "C" __global__ void act_grad(int n, int act, float slope, const float* x, const float* g,
+KERNEL(act_grad)(int n, int act, float slope, const float* x, const float* g,
                                     float* out) {
     GRID_STRIDE(i, n) { out[i] = g[i] * act_df(act, slope, x[i]); }
 }
 
 // out = f(y + r); act may be ACT_NONE.
-extern "C" __global__ void residual_fwd(int n, int act, float slope, const float* y,
+KERNEL(residual_fwd)(int n, int act, float slope, const float* y,
                                         const float* r, float* out) {
     GRID_STRIDE(i, n) { out[i] = act_f(act, slope, y[i] + r[i]); }
 }
@@ -71,7 +78,7 @@ extern "C" __global__ void residual_fwd(int n, int act, float slope, const float
 // ---- depthwise convolution -----------------------------------------------------------------
 // x [n, c, h, w], weight [c, 1, k, k], output [n, c, oh, ow], zero padding p, stride s.
 
-extern "C" __global__ void dw_fwd(int n, int c, int h, int w, int k, int s, int p, int oh, int ow,
+KERNEL(dw_fwd)(int n, int c, int h, int w, int k, int s, int p, int oh, int ow,
                                   const float* x, const float* wt, float* y) {
     GRID_STRIDE(i, n * c * oh * ow) {
         int ox = i % ow;
@@ -94,7 +101,7 @@ extern "C" __global__ void dw_fwd(int n, int c, int h, int w, int k, int s, int 
 }
 
 // dL/dx: each input element gathers the output gradients of the windows that read it.
-extern "C" __global__ void dw_grad_x(int n, int c, int h, int w, int k, int s, int p, int oh,
+KERNEL(dw_grad_x)(int n, int c, int h, int w, int k, int s, int p, int oh,
                                      int ow, const float* g, const float* wt, float* gx) {
     GRID_STRIDE(i, n * c * h * w) {
         int ix = i % w;
@@ -117,7 +124,7 @@ extern "C" __global__ void dw_grad_x(int n, int c, int h, int w, int k, int s, i
 }
 
 // dL/dw: one block per (channel, tap), summing g · x over the batch and the output plane.
-extern "C" __global__ void dw_grad_w(int n, int c, int h, int w, int k, int s, int p, int oh,
+KERNEL(dw_grad_w)(int n, int c, int h, int w, int k, int s, int p, int oh,
                                      int ow, const float* x, const float* g, float* gw) {
     extern __shared__ double shared[];
     int ch = blockIdx.x / (k * k);
@@ -143,7 +150,7 @@ extern "C" __global__ void dw_grad_w(int n, int c, int h, int w, int k, int s, i
 
 // Per-channel mean and biased variance in two passes (as the CPU op), one block per channel;
 // out [2, c].
-extern "C" __global__ void bn_stats(int n, int c, int plane, const float* x, float* out) {
+KERNEL(bn_stats)(int n, int c, int plane, const float* x, float* out) {
     extern __shared__ double shared[];
     int ch = blockIdx.x;
     int count = n * plane;
@@ -169,7 +176,7 @@ __device__ __forceinline__ float bn_inv_std(const float* params, int c, int ch, 
     return (float)(1.0 / sqrt((double)params[3 * c + ch] + eps));
 }
 
-extern "C" __global__ void bn_fwd(int n, int c, int plane, double eps, int act, float slope,
+KERNEL(bn_fwd)(int n, int c, int plane, double eps, int act, float slope,
                                   const float* x, const float* params, float* y) {
     GRID_STRIDE(i, n * c * plane) {
         int ch = (i / plane) % c;
@@ -182,7 +189,7 @@ extern "C" __global__ void bn_fwd(int n, int c, int plane, double eps, int act, 
 // Backward, first pass: per channel Σdz and Σdz·(x − mean), with dz = dy · f'(y) the gradient
 // before the activation. One block per channel. Writes the sums (double) for the second pass
 // and the parameter gradients [dgamma; dbeta; 0; 0] at dp.
-extern "C" __global__ void bn_grad_sums(int n, int c, int plane, double eps, int act, float slope,
+KERNEL(bn_grad_sums)(int n, int c, int plane, double eps, int act, float slope,
                                         const float* x, const float* dy, const float* y,
                                         const float* params, double* sums, float* dp) {
     extern __shared__ double shared[];
@@ -210,7 +217,7 @@ extern "C" __global__ void bn_grad_sums(int n, int c, int plane, double eps, int
 
 // Backward, second pass: the input gradient; with batch statistics it includes their
 // dependence on x (batch_stats != 0).
-extern "C" __global__ void bn_grad_x(int n, int c, int plane, double eps, int act, float slope,
+KERNEL(bn_grad_x)(int n, int c, int plane, double eps, int act, float slope,
                                      int batch_stats, const float* x, const float* dy,
                                      const float* y, const float* params, const double* sums,
                                      float* dx) {
@@ -251,7 +258,7 @@ __device__ __forceinline__ int pool_argmax(const float* xp, int h, int w, int k,
     return at;
 }
 
-extern "C" __global__ void pool_fwd(int planes, int h, int w, int k, int s, int p, int oh, int ow,
+KERNEL(pool_fwd)(int planes, int h, int w, int k, int s, int p, int oh, int ow,
                                     const float* x, float* y) {
     GRID_STRIDE(i, planes * oh * ow) {
         int ox = i % ow;
@@ -262,7 +269,7 @@ extern "C" __global__ void pool_fwd(int planes, int h, int w, int k, int s, int 
 }
 
 // Each input element gathers the gradients of the windows whose first maximum it is.
-extern "C" __global__ void pool_grad(int planes, int h, int w, int k, int s, int p, int oh, int ow,
+KERNEL(pool_grad)(int planes, int h, int w, int k, int s, int p, int oh, int ow,
                                      const float* x, const float* g, float* gx) {
     GRID_STRIDE(i, planes * h * w) {
         int ix = i % w;
