@@ -65,21 +65,11 @@ fn remove_stale_temps(path: &Path) {
     }
 }
 
-/// The error of a failed safetensors write to `tmp`, as [`Error::Io`] when the disk refused it.
-pub fn safetensors_error(tmp: &Path, e: safetensors::SafeTensorError) -> Error {
+/// The error of a failed safetensors write to `path`, as [`Error::Io`] when the disk refused it.
+pub fn safetensors_error(path: &Path, e: safetensors::SafeTensorError) -> Error {
     match e {
-        safetensors::SafeTensorError::IoError(io) => Error::io(tmp, io),
-        other => Error::Invalid(format!("cannot write {}: {other}", tmp.display())),
-    }
-}
-
-/// The error of a failed candle write to `tmp`, as [`Error::Io`] when the disk refused it.
-pub fn candle_error(tmp: &Path, e: candle_core::Error) -> Error {
-    match e {
-        candle_core::Error::SafeTensor(s) => safetensors_error(tmp, s),
-        candle_core::Error::Io(io) => Error::io(tmp, io),
-        candle_core::Error::WithBacktrace { inner, .. } => candle_error(tmp, *inner),
-        other => Error::Candle(other),
+        safetensors::SafeTensorError::IoError(io) => Error::io(path, io),
+        other => Error::Invalid(format!("cannot write {}: {other}", path.display())),
     }
 }
 

@@ -69,16 +69,16 @@ impl Checkpoint {
     }
 
     /// Writes the checkpoint to `path`, atomically: a run killed meanwhile leaves the previous
-    /// checkpoint as it was.
+    /// checkpoint as it was, and no other file.
     pub fn write(&self, path: &Path) -> Result<()> {
-        crate::atomic::write_atomic_with(path, |tmp| {
-            safetensors::tensor::serialize_to_file(
-                self.tensors.iter().map(|(k, t)| (k.as_str(), t)),
-                Some(self.meta.clone()),
-                tmp,
-            )
-            .map_err(|e| crate::atomic::safetensors_error(tmp, e))
-        })
+        // Serialised in memory, then written through `atomic`: safetensors' own
+        // `serialize_to_file` goes through a randomly named temporary file of its own, which a
+        // kill leaves behind where no resumed run can tell it from another process's.
+        let meta = (!self.meta.is_empty()).then(|| self.meta.clone());
+        let bytes =
+            safetensors::tensor::serialize(self.tensors.iter().map(|(k, t)| (k.as_str(), t)), meta)
+                .map_err(|e| crate::atomic::safetensors_error(path, e))?;
+        crate::atomic::write_atomic(path, &bytes)
     }
 }
 

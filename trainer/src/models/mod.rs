@@ -346,11 +346,9 @@ impl Network {
 
     /// Saves every variable as safetensors, atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::atomic::write_atomic_with(path, |tmp| {
-            self.varmap
-                .save(tmp)
-                .map_err(|e| crate::atomic::candle_error(tmp, e))
-        })
+        crate::checkpoint::Checkpoint::new()
+            .vars(None, &self.varmap)
+            .write(path)
     }
 
     /// Writes the backbone into an ONNX graph; returns the feature map's name.
