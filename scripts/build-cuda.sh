@@ -24,8 +24,8 @@
 #        scripts/build-cuda.sh --check    `cargo check` of the cuda feature only; on success it
 #            records the device code's hash in trainer/src/ops/cuda/checked.sha256 (commit it)
 #        scripts/build-cuda.sh --ci       what CI runs: nothing when the device code still has the
-#            recorded hash, else --check (about 12 minutes on 2 cores: candle's kernels alone take
-#            7, which is why CI does not run it on every change; see docs/toolchain.md)
+#            recorded hash, else --check (candle's kernels alone took about 7 minutes of nvcc on 2
+#            cores, which is why CI does not run it on every change; see docs/toolchain.md)
 # The build has its own target folder (target/cuda): the CPU builds do not rebuild each other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
