@@ -68,6 +68,17 @@ impl Activation {
     }
 }
 
+/// The CUDA kernels' code for an activation (`ACT_*` in `cuda/kernels.cu`) and LeakyReLU's slope.
+#[cfg(any(test, feature = "cuda"))]
+pub(super) fn kernel_code(a: Option<Activation>) -> (i32, f32) {
+    match a {
+        None => (0, 0.0),
+        Some(Activation::Relu) => (1, 0.0),
+        Some(Activation::Relu6) => (2, 0.0),
+        Some(Activation::Leaky(slope)) => (3, slope),
+    }
+}
+
 /// An activation known from its type, so that a loop over one is compiled for it alone: the
 /// per-element `match` of [`Activation::f`] on a value kept the loops from vectorising.
 pub(super) trait Fixed: Copy + Send + Sync {

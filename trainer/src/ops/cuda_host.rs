@@ -7,6 +7,7 @@
 
 use candle_core::{Device, Result, Tensor, Var};
 
+use super::activation::kernel_code;
 use super::{batch_norm, channel_stats, depthwise_conv2d, max_pool2d, residual, Activation};
 
 extern "C" {
@@ -141,17 +142,8 @@ fn blocks(blocks: usize, mut launch: impl FnMut()) {
     }
 }
 
-/// The kernels' activation code, as `cuda::act_code` makes it.
-fn code(a: Option<Activation>) -> (i32, f32) {
-    match a {
-        None => (0, 0.0),
-        Some(Activation::Relu) => (1, 0.0),
-        Some(Activation::Relu6) => (2, 0.0),
-        Some(Activation::Leaky(s)) => (3, s),
-    }
-}
-
-fn randn(shape: &[usize], seed: u64) -> Tensor {
+/// Deterministic N(0, 1) values of `shape` on the CPU (also the GPU tests' inputs).
+pub(super) fn randn(shape: &[usize], seed: u64) -> Tensor {
     use rand::SeedableRng;
     use rand_distr::{Distribution, Normal};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -167,7 +159,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 }
 
 /// Largest |a − b| over the largest |b| (at least 1).
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     let d = a
         .iter()
@@ -203,7 +195,7 @@ fn activation_and_residual_kernels_match_the_cpu() {
     let r = values(&randn(&[5000], 2));
     let n = x.len() as i32;
     for a in [Activation::Relu, Activation::Relu6, Activation::Leaky(0.2)] {
-        let (act, slope) = code(Some(a));
+        let (act, slope) = kernel_code(Some(a));
         let mut y = vec![f32::NAN; x.len()];
         let mut d = vec![f32::NAN; x.len()];
         blocks(1, || unsafe {
@@ -219,7 +211,7 @@ fn activation_and_residual_kernels_match_the_cpu() {
     let (xt, rt) = (randn(&[4, 1250], 1), randn(&[4, 1250], 2));
     for a in [None, Some(Activation::Relu6)] {
         let cpu = values(&residual(&xt, &rt, a).unwrap());
-        let (act, slope) = code(a);
+        let (act, slope) = kernel_code(a);
         let mut out = vec![f32::NAN; x.len()];
         let (xs, rs) = (values(&xt), values(&rt));
         blocks(1, || unsafe {
@@ -352,7 +344,7 @@ fn batch_norm_kernels_match_the_cpu_op_and_its_gradients() {
             });
             let params: Vec<f32> =
                 [values(&gamma), values(&beta), mean.clone(), var.clone()].concat();
-            let (act, slope) = code(a);
+            let (act, slope) = kernel_code(a);
             let mut ey = vec![f32::NAN; xs.len()];
             blocks(1, || unsafe {
                 // SAFETY: `x`, `y` hold n·c·plane values, `params` 4·c.

@@ -11,6 +11,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfi
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, Shape};
 
+use super::activation::kernel_code;
 use super::Activation;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ops.ptx"));
@@ -47,16 +48,6 @@ fn int(v: usize, op: &str) -> Result<i32> {
     }
 }
 
-/// The kernels' activation code and LeakyReLU slope.
-fn act_code(a: Option<Activation>) -> (i32, f32) {
-    match a {
-        None => (0, 0.0),
-        Some(Activation::Relu) => (1, 0.0),
-        Some(Activation::Relu6) => (2, 0.0),
-        Some(Activation::Leaky(slope)) => (3, slope),
-    }
-}
-
 /// A fresh output buffer; every kernel here writes each of its elements.
 fn alloc(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
     // SAFETY: the kernel launched next writes all `len` elements before anything reads them.
@@ -89,7 +80,7 @@ pub(super) fn activation(
     let dev = s.device();
     let x = view(s, l, "activation", "input")?;
     let n = l.shape().elem_count();
-    let (act, slope) = act_code(Some(a));
+    let (act, slope) = kernel_code(Some(a));
     let out = alloc(dev, n)?;
     let f = dev.get_or_load_custom_func("act_fwd", MODULE, PTX)?;
     let mut b = f.builder();
@@ -111,7 +102,7 @@ pub(super) fn activation_grad(
     let g = view(sg, lg, "activation", "gradient")?;
     let n = lx.shape().elem_count();
     expect_len(&g, n, "activation", "gradient")?;
-    let (act, slope) = act_code(Some(a));
+    let (act, slope) = kernel_code(Some(a));
     let out = alloc(dev, n)?;
     let f = dev.get_or_load_custom_func("act_grad", MODULE, PTX)?;
     let mut b = f.builder();
@@ -133,7 +124,7 @@ pub(super) fn residual(
     let r = view(sr, lr, "residual", "shortcut")?;
     let n = ly.shape().elem_count();
     expect_len(&r, n, "residual", "shortcut")?;
-    let (act, slope) = act_code(a);
+    let (act, slope) = kernel_code(a);
     let out = alloc(dev, n)?;
     let f = dev.get_or_load_custom_func("residual_fwd", MODULE, PTX)?;
     let mut b = f.builder();
@@ -285,7 +276,7 @@ pub(super) fn batch_norm(
     }
     let len = n * c * h * w;
     int(len, "batch norm")?;
-    let (act, slope) = act_code(a);
+    let (act, slope) = kernel_code(a);
     let out = alloc(dev, len)?;
     let f = dev.get_or_load_custom_func("bn_fwd", MODULE, PTX)?;
     let mut b = f.builder();
@@ -335,7 +326,7 @@ pub(super) fn batch_norm_grad(
     let sums = unsafe { dev.alloc::<f64>(2 * c)? };
     let out = alloc(dev, len + 4 * c)?;
     let (dx, dp) = (out.slice(..len), out.slice(len..));
-    let (act, slope) = act_code(a);
+    let (act, slope) = kernel_code(a);
     let (n32, c32, plane) = (n as i32, c as i32, (h * w) as i32);
 
     let f = dev.get_or_load_custom_func("bn_grad_sums", MODULE, PTX)?;

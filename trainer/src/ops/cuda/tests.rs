@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 
 use crate::models::{Arch, Network};
+use crate::ops::cuda_host::{max_rel, randn};
 use crate::ops::{
     batch_norm, channel_stats, depthwise_conv2d, leaky_relu, max_pool2d, relu, relu6, residual,
     Activation,
@@ -14,30 +15,6 @@ use crate::train::weighted_cross_entropy;
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("these tests run on a machine with a CUDA device")
-}
-
-/// Deterministic inputs of `shape`, the same on every device: N(0, 1) from a fixed seed on the
-/// CPU, copied over.
-fn input(shape: &[usize], seed: u64) -> Tensor {
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, Normal};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let normal = Normal::new(0f32, 1.0).unwrap();
-    let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-/// Largest |a − b| over the largest |b| (at least 1).
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let d = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    let s = b.iter().map(|y| y.abs()).fold(1f32, f32::max);
-    d / s
 }
 
 /// `f` of `inputs` on the CPU and on CUDA: the outputs and the gradients of `Σ y·r` (a fixed
@@ -95,8 +72,8 @@ const ACTIVATIONS: [Option<Activation>; 4] = [
 #[test]
 fn depthwise_matches_cpu() {
     for (k, stride, padding, hw) in [(3, 1, 1, (13, 11)), (3, 2, 1, (14, 9)), (5, 2, 2, (10, 10))] {
-        let x = input(&[2, 8, hw.0, hw.1], 1);
-        let w = input(&[8, 1, k, k], 2);
+        let x = randn(&[2, 8, hw.0, hw.1], 1);
+        let w = randn(&[8, 1, k, k], 2);
         same_on_gpu(
             &format!("depthwise k{k} s{stride} p{padding}"),
             &[x, w],
@@ -108,7 +85,7 @@ fn depthwise_matches_cpu() {
 
 #[test]
 fn channel_stats_match_cpu() {
-    let x = input(&[3, 5, 17, 9], 3).affine(4.0, 10.0).unwrap();
+    let x = randn(&[3, 5, 17, 9], 3).affine(4.0, 10.0).unwrap();
     let cpu = channel_stats(&x)
         .unwrap()
         .flatten_all()
@@ -126,9 +103,9 @@ fn channel_stats_match_cpu() {
 
 #[test]
 fn batch_norm_matches_cpu_in_training_and_evaluation() {
-    let x = input(&[4, 6, 9, 7], 4);
-    let gamma = input(&[6], 5).affine(0.5, 1.0).unwrap();
-    let beta = input(&[6], 6);
+    let x = randn(&[4, 6, 9, 7], 4);
+    let gamma = randn(&[6], 5).affine(0.5, 1.0).unwrap();
+    let beta = randn(&[6], 6);
     for batch_stats in [true, false] {
         for a in ACTIVATIONS {
             same_on_gpu(
@@ -154,7 +131,7 @@ fn batch_norm_matches_cpu_in_training_and_evaluation() {
 #[test]
 fn max_pool_matches_cpu_with_ties() {
     // Rounded values tie often: the first maximum of each window must take the gradient on both.
-    let x = (input(&[2, 3, 11, 10], 7) * 2.0).unwrap().round().unwrap();
+    let x = (randn(&[2, 3, 11, 10], 7) * 2.0).unwrap().round().unwrap();
     same_on_gpu("max pool 3/2/1", std::slice::from_ref(&x), 0.0, |t| {
         max_pool2d(&t[0], 3, 2, 1)
     });
@@ -163,8 +140,8 @@ fn max_pool_matches_cpu_with_ties() {
 
 #[test]
 fn activations_and_residuals_match_cpu() {
-    let x = (input(&[3, 4, 8, 8], 8) * 4.0).unwrap();
-    let r = input(&[3, 4, 8, 8], 9);
+    let x = (randn(&[3, 4, 8, 8], 8) * 4.0).unwrap();
+    let r = randn(&[3, 4, 8, 8], 9);
     same_on_gpu("relu", std::slice::from_ref(&x), 0.0, |t| relu(&t[0]));
     same_on_gpu("relu6", std::slice::from_ref(&x), 0.0, |t| relu6(&t[0]));
     same_on_gpu("leaky", std::slice::from_ref(&x), 0.0, |t| {
@@ -188,7 +165,7 @@ type StepResult = (f32, Vec<(String, Vec<f32>)>);
 fn training_step_matches_cpu(arch: Arch, size: usize) {
     let step = |dev: &Device| -> Result<StepResult> {
         let net = Network::new(arch, 2, 11, dev).unwrap();
-        let x = input(&[4, 3, size, size], 12).to_device(dev)?;
+        let x = randn(&[4, 3, size, size], 12).to_device(dev)?;
         let y = Tensor::new(&[0u32, 1, 1, 0], dev)?;
         let w = Tensor::new(&[1f32, 1.5], dev)?;
         let logits = net.forward_t(&x, true).unwrap();
