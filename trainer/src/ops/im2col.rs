@@ -251,7 +251,7 @@ impl<'a> Operand<'a> {
     }
 
     /// The transpose of a row-major matrix of `width` columns.
-    fn transposed(data: &'a [f32], width: usize) -> Self {
+    pub(super) fn transposed(data: &'a [f32], width: usize) -> Self {
         Self {
             data,
             rs: 1,

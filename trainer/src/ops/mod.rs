@@ -38,7 +38,7 @@ fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str, what: &str) -> Result<
 /// them, without the zero-fill of `vec![0.0; len]`: that fill is one more sweep over a step's
 /// largest buffers (`memset` was 6 % of a MobileNetV2 112 px step). Unit tests get NaN instead,
 /// so a kernel that leaves an element unwritten fails its value tests.
-fn output(len: usize) -> Vec<f32> {
+pub(crate) fn output(len: usize) -> Vec<f32> {
     if cfg!(test) {
         return vec![f32::NAN; len];
     }

@@ -90,7 +90,9 @@ impl Slot {
             f(1.0 - h.decay),
         );
         let pull = f(h.decay);
-        let (mut theta2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        // Every element of the three is written below (no zero fill: 1.5 % of a ResNet-18 step).
+        let out = crate::ops::output;
+        let (mut theta2, mut m2, mut v2) = (out(n), out(n), out(n));
         const CHUNK: usize = 1 << 14;
         theta2
             .par_chunks_mut(CHUNK)
