@@ -184,3 +184,53 @@ fn synthetic_photos_only_reach_the_training_part_of_their_own_fold() {
     let err = data::load(&source(0, &inside), 128).unwrap_err();
     assert!(err.to_string().contains("inside the dataset"), "{err}");
 }
+
+/// `gan eval` on constructed sets (random feature weights: the figures' meaning does not depend
+/// on ImageNet): copies of training photos are caught as memorised, and a generated set that is
+/// the held-out photos themselves scores the highest precision and recall there is.
+#[test]
+fn evaluation_finds_copies_and_scores_a_perfect_generator() {
+    use mpox_trainer::gan::eval::evaluate;
+    use mpox_trainer::models::{Arch, Network};
+
+    let dir = temp_dir("gan-eval");
+    mpox_trainer::synthetic::write_dataset(&dir.join("data"), 14, 64, 3).unwrap();
+    let mut photos: Vec<_> = std::fs::read_dir(dir.join("data/mpox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+    let (training, held_out) = photos.split_at(7);
+    let weights = dir.join("features.safetensors");
+    Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, 5, &Device::Cpu)
+        .unwrap()
+        .save(&weights)
+        .unwrap();
+
+    // Copies of training photos (as a memorising generator makes), under other names.
+    let copies = dir.join("copies");
+    std::fs::create_dir_all(&copies).unwrap();
+    let copied: Vec<_> = training[..4]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let to = copies.join(format!("synthetic_{i}.png"));
+            std::fs::copy(p, &to).unwrap();
+            to
+        })
+        .collect();
+    let r = evaluate(&copied, held_out, training, 64, &weights, &copies, &Device::Cpu).unwrap();
+    assert_eq!((r.generated, r.held_out, r.training), (4, 7, 7));
+    assert_eq!(r.memorised, 4, "{:?}", r.nearest);
+    assert!(r.nearest.iter().all(|n| n.feature_distance < 1e-3));
+    assert!(copies.join("closest.png").is_file());
+
+    // The held-out photos as the "generated" set: the same features, so precision and recall
+    // are 1 and the Fréchet distance 0, no more than training vs held-out (the floor).
+    let r = evaluate(held_out, held_out, training, 64, &weights, &copies, &Device::Cpu).unwrap();
+    assert_eq!((r.precision, r.recall), (1.0, 1.0));
+    assert!(r.frechet_distance < 1e-6, "{}", r.frechet_distance);
+    assert!(r.frechet_distance <= r.frechet_distance_real_baseline);
+    let (p, rc) = r.precision_recall_real_baseline;
+    assert!((0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&rc), "{p} {rc}");
+}

@@ -16,7 +16,7 @@ pub enum GanCommand {
     Train(TrainArgs),
     /// Generate photos from a GAN checkpoint, with a manifest marking them synthetic.
     Sample(SampleArgs),
-    /// Fréchet distance, KID and memorisation of generated photos against real ones.
+    /// Fréchet distance, KID, precision/recall and memorisation of generated photos against real ones.
     Eval(EvalArgs),
 }
 
@@ -233,6 +233,14 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
                 report.kid.1,
                 report.kid_real_baseline.0,
                 report.kid_real_baseline.1
+            );
+            println!(
+                "precision {:.2}, recall {:.2} (k = {}; real training vs held-out: {:.2}, {:.2})",
+                report.precision,
+                report.recall,
+                mpox_trainer::gan::eval::PR_NEIGHBOURS,
+                report.precision_recall_real_baseline.0,
+                report.precision_recall_real_baseline.1
             );
             println!(
                 "memorisation: {} of {} generated photos are near-duplicates of a training photo; median feature distance to the nearest training photo {:.2} (held-out real photos: {:.2})",

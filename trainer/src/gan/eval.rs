@@ -89,6 +89,56 @@ pub fn kid(
     crate::metrics::mean_std(&values)
 }
 
+/// Neighbours that set the radius of each photo's ball in [`precision_recall`]: 3, the value
+/// Kynkäänniemi et al. (2019) use throughout.
+pub const PR_NEIGHBOURS: usize = 3;
+
+/// Squared Euclidean distances between every row of `a` and every row of `b`.
+fn squared_distances(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
+    let na: Vec<f64> = a.row_iter().map(|r| r.norm_squared()).collect();
+    let nb: Vec<f64> = b.row_iter().map(|r| r.norm_squared()).collect();
+    // |x − y|² = |x|² + |y|² − 2·x·y, one matrix product instead of a loop over pairs.
+    let dot = a * b.transpose();
+    DMatrix::from_fn(a.nrows(), b.nrows(), |i, j| {
+        (na[i] + nb[j] - 2.0 * dot[(i, j)]).max(0.0)
+    })
+}
+
+/// Improved precision and recall (Kynkäänniemi et al. 2019): the support of each set is the
+/// union of balls around its photos reaching their `k`-th nearest neighbour in the same set.
+/// Precision is the share of `generated` inside the real support ("realistic"), recall the share
+/// of `real` inside the generated support ("covers the variety": a collapsed generator has a
+/// small support and low recall). Both `NaN` when a set has no more than `k` rows.
+pub fn precision_recall(real: &DMatrix<f64>, generated: &DMatrix<f64>, k: usize) -> (f64, f64) {
+    if real.nrows() <= k || generated.nrows() <= k || k == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    // The k-th nearest neighbour within a set, the photo itself (distance 0) excluded.
+    let radii = |x: &DMatrix<f64>| -> Vec<f64> {
+        let d = squared_distances(x, x);
+        (0..x.nrows())
+            .map(|i| {
+                let mut row: Vec<f64> = d.row(i).iter().copied().collect();
+                row.sort_by(f64::total_cmp);
+                row[k]
+            })
+            .collect()
+    };
+    // Share of `probe` rows inside some ball of `support` (radii `r`).
+    let covered = |probe: &DMatrix<f64>, support: &DMatrix<f64>, r: &[f64]| -> f64 {
+        let d = squared_distances(probe, support);
+        let inside = (0..probe.nrows())
+            .filter(|&i| (0..support.nrows()).any(|j| d[(i, j)] <= r[j]))
+            .count();
+        inside as f64 / probe.nrows() as f64
+    };
+    let (real_radii, generated_radii) = (radii(real), radii(generated));
+    (
+        covered(generated, real, &real_radii),
+        covered(real, generated, &generated_radii),
+    )
+}
+
 /// Pooled features of photos (as seen at `size` px, then at the network's 224 px).
 pub fn features(net: &Network, images: &[RgbImage], device: &Device) -> Result<DMatrix<f64>> {
     let pre = mpox_sdk::Preprocessing::imagenet(224);
@@ -145,6 +195,14 @@ pub struct GanEvalReport {
     pub kid: (f64, f64),
     /// KID of training vs held-out real photos.
     pub kid_real_baseline: (f64, f64),
+    /// Improved precision of the generated photos against the held-out real ones
+    /// ([`precision_recall`], k = [`PR_NEIGHBOURS`]): the share that looks like real photos.
+    pub precision: f64,
+    /// Improved recall: the share of held-out real photos the generated ones cover.
+    pub recall: f64,
+    /// Precision and recall of the training photos against the held-out ones: what real photos
+    /// of this class score with this few of each.
+    pub precision_recall_real_baseline: (f64, f64),
     /// Generated photos that are near-duplicates of a training photo (memorised).
     pub memorised: usize,
     /// Median feature distance of a generated photo to its nearest training photo.
@@ -287,6 +345,7 @@ pub fn evaluate(
         grid.save_with_format(tmp, image::ImageFormat::Png)
             .map_err(|e| crate::atomic::image_error(tmp, e))
     })?;
+    let (precision, recall) = precision_recall(&fr, &fg, PR_NEIGHBOURS);
     Ok(GanEvalReport {
         generated: generated.len(),
         held_out: held_out.len(),
@@ -296,6 +355,9 @@ pub fn evaluate(
         frechet_distance_real_baseline: frechet_distance(&ft, &fr),
         kid: kid(&fg, &fr, 20, subset, 0),
         kid_real_baseline: kid(&ft, &fr, 20, subset, 0),
+        precision,
+        recall,
+        precision_recall_real_baseline: precision_recall(&fr, &ft, PR_NEIGHBOURS),
         memorised: nearest.iter().filter(|n| n.near_duplicate).count(),
         median_feature_distance: median(gen_feature_nn),
         median_feature_distance_real: median(nearest_rows(&fr, &ft)),
@@ -330,6 +392,42 @@ mod tests {
         let (a, b) = (gaussian(4000, 4, 0.0, 2), gaussian(4000, 4, 1.0, 3));
         let fd = frechet_distance(&a, &b);
         assert!((fd - 4.0).abs() < 0.3, "{fd}");
+    }
+
+    #[test]
+    fn precision_and_recall_of_constructed_sets() {
+        let real = gaussian(300, 4, 0.0, 7);
+        // Another sample of the same distribution: both near 1.
+        let (p, r) = precision_recall(&real, &gaussian(300, 4, 0.0, 8), 3);
+        assert!(p > 0.85 && r > 0.85, "same distribution: {p} {r}");
+        // Far away: neither realistic nor covering.
+        let (p, r) = precision_recall(&real, &gaussian(300, 4, 10.0, 9), 3);
+        assert_eq!((p, r), (0.0, 0.0));
+        // Mode collapse: every generated photo near the real mean (realistic) but the
+        // generated support is tiny, so it covers only the few real photos near the centre.
+        let collapsed = gaussian(300, 4, 0.0, 10) * 0.05;
+        let (p, r) = precision_recall(&real, &collapsed, 3);
+        assert!(p > 0.95, "collapsed precision {p}");
+        assert!(r < 0.1, "collapsed recall {r}");
+        // Generated photos spread wider than the real ones: most of them lie outside the real
+        // support (low precision), yet they cover the real photos (high recall).
+        let (p, r) = precision_recall(&real, &(gaussian(300, 4, 0.0, 11) * 4.0), 3);
+        assert!(p < 0.4 && r > 0.8, "too wide: {p} {r}");
+        // Too few rows for a k-th neighbour: no figure rather than a made-up one.
+        let two = DMatrix::from_row_slice(2, 1, &[0.0, 1.0]);
+        assert!(precision_recall(&two, &real, 3).0.is_nan());
+    }
+
+    #[test]
+    fn squared_distances_match_direct_differences() {
+        let (a, b) = (gaussian(5, 3, 0.0, 12), gaussian(4, 3, 1.0, 13));
+        let d = squared_distances(&a, &b);
+        for i in 0..5 {
+            for j in 0..4 {
+                let direct = (a.row(i) - b.row(j)).norm_squared();
+                assert!((d[(i, j)] - direct).abs() < 1e-9, "{i} {j}");
+            }
+        }
     }
 
     #[test]
