@@ -480,6 +480,17 @@ fn fit_killed_anywhere_resumes_to_identical_files() {
 fn gan_training_killed_anywhere_resumes_to_identical_files() {
     let dir = temp_dir("crash-gan");
     let data = dataset(&dir, 12);
+    // The default projected GAN, on random feature weights (the file's shape is what matters).
+    let features = dir.join("features.safetensors");
+    mpox_trainer::models::Network::new(
+        mpox_trainer::models::Arch::MobileNetV2 { width: 1.0 },
+        2,
+        4,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .save(&features)
+    .unwrap();
     eprintln!("gan train:");
     crash_and_compare(&dir, |out| {
         args(&[
@@ -488,6 +499,8 @@ fn gan_training_killed_anywhere_resumes_to_identical_files() {
             &data,
             &"--class",
             &"mpox",
+            &"--gan-features",
+            &features,
             &"--size",
             &"64",
             &"--gan-steps",

@@ -91,6 +91,65 @@ fn a_resumed_run_continues_identically() {
     );
 }
 
+/// The projected GAN (the default): its discriminator learns on the frozen features, the
+/// generator's gradient flows back through them, it resumes bit for bit, and it refuses to
+/// resume with other feature weights or to start without any.
+#[test]
+fn the_projected_gan_learns_resumes_identically_and_checks_its_features() {
+    use mpox_trainer::models::{Arch, Network};
+    let dir = temp_dir("gan-projected");
+    let data_dir = dir.join("data");
+    mpox_trainer::synthetic::write_dataset(&data_dir, 8, 64, 1).unwrap();
+    let data = gan_data(&data_dir, "mpox", None).unwrap();
+    let features = |seed: u64| {
+        let path = dir.join(format!("features-{seed}.safetensors"));
+        Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, seed, &Device::Cpu)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        path
+    };
+    let mut config = GanConfig::projected(4);
+    config.batch_size = 4;
+    config.every = 1000;
+    assert!(config.validate().is_err(), "no feature weights");
+    config.features = Some(features(1));
+    let mut a = GanRun::new(&config, &data, &dir.join("a"), &Device::Cpu, false).unwrap();
+    a.train(None, false).unwrap();
+    let h = &a.state().history;
+    assert_eq!(h.len(), 4);
+    assert!(h
+        .iter()
+        .all(|r| r.d_loss.is_finite() && r.g_loss.is_finite()));
+    let mut b = GanRun::new(&config, &data, &dir.join("b"), &Device::Cpu, false).unwrap();
+    b.train(Some(2), false).unwrap();
+    drop(b);
+    let mut b = GanRun::new(&config, &data, &dir.join("b"), &Device::Cpu, true).unwrap();
+    b.train(None, false).unwrap();
+    assert_eq!(a.state().history, b.state().history);
+    assert_identical_safetensors(
+        &dir.join("a/gan.safetensors"),
+        &dir.join("b/gan.safetensors"),
+    );
+    // Other feature weights are another run.
+    let mut other = config.clone();
+    other.features = Some(features(2));
+    let err = GanRun::new(&other, &data, &dir.join("b"), &Device::Cpu, true)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("features_sha256"), "{err}");
+    // Sampling needs only the generator.
+    let m = mpox_trainer::gan::sample::sample(
+        &dir.join("a/gan.safetensors"),
+        3,
+        0,
+        &dir.join("samples"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(m.files.len(), 3);
+}
+
 #[test]
 fn synthetic_photos_only_reach_the_training_part_of_their_own_fold() {
     let dir = temp_dir("gan-leak");
@@ -219,7 +278,16 @@ fn evaluation_finds_copies_and_scores_a_perfect_generator() {
             to
         })
         .collect();
-    let r = evaluate(&copied, held_out, training, 64, &weights, &copies, &Device::Cpu).unwrap();
+    let r = evaluate(
+        &copied,
+        held_out,
+        training,
+        64,
+        &weights,
+        &copies,
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!((r.generated, r.held_out, r.training), (4, 7, 7));
     assert_eq!(r.memorised, 4, "{:?}", r.nearest);
     assert!(r.nearest.iter().all(|n| n.feature_distance < 1e-3));
@@ -227,10 +295,22 @@ fn evaluation_finds_copies_and_scores_a_perfect_generator() {
 
     // The held-out photos as the "generated" set: the same features, so precision and recall
     // are 1 and the Fréchet distance 0, no more than training vs held-out (the floor).
-    let r = evaluate(held_out, held_out, training, 64, &weights, &copies, &Device::Cpu).unwrap();
+    let r = evaluate(
+        held_out,
+        held_out,
+        training,
+        64,
+        &weights,
+        &copies,
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!((r.precision, r.recall), (1.0, 1.0));
     assert!(r.frechet_distance < 1e-6, "{}", r.frechet_distance);
     assert!(r.frechet_distance <= r.frechet_distance_real_baseline);
     let (p, rc) = r.precision_recall_real_baseline;
-    assert!((0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&rc), "{p} {rc}");
+    assert!(
+        (0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&rc),
+        "{p} {rc}"
+    );
 }

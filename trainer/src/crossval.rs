@@ -67,6 +67,9 @@ pub struct CrossvalSummary {
     /// The same at p ≥ 0.5.
     #[serde(default)]
     pub external_mean_std_at_half: Vec<(String, f64, f64)>,
+    /// Per fold, the headline metrics on the external validation set (empty without one).
+    #[serde(default)]
+    pub external_per_fold: Vec<serde_json::Value>,
     /// Verdict rates per class over every fold's test photos together (extra negatives'
     /// conditions among them).
     #[serde(default)]
@@ -339,19 +342,12 @@ pub fn crossval(
         folds: folds.clone(),
         mean_std: owned(evaluate::aggregate(&reports, false)),
         mean_std_at_half: owned(evaluate::aggregate(&reports, true)),
-        per_fold: reports
-            .iter()
-            .zip(&folds)
-            .map(|(r, f)| {
-                let mut v: serde_json::Map<String, serde_json::Value> = r
-                    .headline()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-                    .collect();
-                v.insert("fold".into(), serde_json::json!(f));
-                serde_json::Value::Object(v)
-            })
-            .collect(),
+        per_fold: per_fold(&reports, &folds),
+        external_per_fold: if externals.len() == reports.len() {
+            per_fold(&externals, &folds)
+        } else {
+            Vec::new()
+        },
         external_mean_std: owned(evaluate::aggregate(&externals, false)),
         external_mean_std_at_half: owned(evaluate::aggregate(&externals, true)),
         per_class: pooled_class_rates(&reports),
@@ -385,6 +381,23 @@ pub fn crossval(
         )?;
     }
     Ok(summary)
+}
+
+/// Each report's headline metrics with its fold number.
+fn per_fold(reports: &[EvalReport], folds: &[usize]) -> Vec<serde_json::Value> {
+    reports
+        .iter()
+        .zip(folds)
+        .map(|(r, f)| {
+            let mut v: serde_json::Map<String, serde_json::Value> = r
+                .headline()
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
+            v.insert("fold".into(), serde_json::json!(f));
+            serde_json::Value::Object(v)
+        })
+        .collect()
 }
 
 fn owned(rows: Vec<(&'static str, f64, f64)>) -> Vec<(String, f64, f64)> {

@@ -415,9 +415,109 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// What a paired comparison over folds says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The 95 % interval of the mean difference lies above zero.
+    Helps,
+    /// It lies below zero.
+    Hurts,
+    /// It contains zero.
+    NoDifference,
+    /// Fewer than two folds: no interval.
+    TooFewFolds,
+}
+
+/// Mean per-fold difference `b − a` of two arms on the same folds, with its 95 % t-interval.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PairedDifference {
+    /// Folds compared.
+    pub folds: usize,
+    /// Mean of the differences.
+    pub mean: f64,
+    /// Their sample standard deviation.
+    pub std: f64,
+    /// 95 % confidence interval of the mean (a paired t-test at 5 % rejects "no difference"
+    /// exactly when it excludes zero).
+    pub ci95: (f64, f64),
+    /// The interval read out.
+    pub verdict: Verdict,
+}
+
+/// Two-sided 97.5 % quantiles of Student's t for 1 to 30 degrees of freedom (then 1.96).
+fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.960)
+}
+
+/// The paired comparison of per-fold values `a` (baseline) and `b`, fold by fold; pairs with a
+/// missing (NaN) value on either side are left out.
+pub fn paired_difference(a: &[f64], b: &[f64]) -> PairedDifference {
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| y - x)
+        .filter(|v| v.is_finite())
+        .collect();
+    let (mean, std) = mean_std(&d);
+    if d.len() < 2 {
+        return PairedDifference {
+            folds: d.len(),
+            mean,
+            std,
+            ci95: (f64::NAN, f64::NAN),
+            verdict: Verdict::TooFewFolds,
+        };
+    }
+    let half = t975(d.len() - 1) * std / (d.len() as f64).sqrt();
+    let ci95 = (mean - half, mean + half);
+    let verdict = if ci95.0 > 0.0 {
+        Verdict::Helps
+    } else if ci95.1 < 0.0 {
+        Verdict::Hurts
+    } else {
+        Verdict::NoDifference
+    };
+    PairedDifference {
+        folds: d.len(),
+        mean,
+        std,
+        ci95,
+        verdict,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_differences_on_constructed_folds() {
+        // Differences 0.02, 0.03, 0.01, 0.02, 0.02: mean 0.02, std √(0.0002/4) = 0.00707,
+        // half-width 2.776 · 0.00707 / √5 = 0.00878.
+        let a = [0.80, 0.70, 0.90, 0.85, 0.75];
+        let b = [0.82, 0.73, 0.91, 0.87, 0.77];
+        let p = paired_difference(&a, &b);
+        assert_eq!(p.folds, 5);
+        assert!((p.mean - 0.02).abs() < 1e-12, "{p:?}");
+        assert!((p.ci95.0 - (0.02 - 0.008_78)).abs() < 1e-4, "{p:?}");
+        assert_eq!(p.verdict, Verdict::Helps);
+        assert_eq!(paired_difference(&b, &a).verdict, Verdict::Hurts);
+        // Large fold-to-fold swings around a small mean: no difference.
+        let c = [0.85, 0.68, 0.95, 0.80, 0.80];
+        assert_eq!(paired_difference(&a, &c).verdict, Verdict::NoDifference);
+        // One fold (or one usable pair) gives a difference but no interval.
+        let one = paired_difference(&[0.8, f64::NAN], &[0.9, 0.7]);
+        assert_eq!((one.folds, one.verdict), (1, Verdict::TooFewFolds));
+        assert!((one.mean - 0.1).abs() < 1e-12);
+        assert_eq!(t975(4), 2.776);
+        assert_eq!(t975(100), 1.960);
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12

@@ -10,6 +10,8 @@ use crate::crossval::{self, CrossvalConfig};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::EvalReport;
+use crate::gan::folds::FoldGan;
+use crate::gan::train::GanConfig;
 use crate::split::SplitConfig;
 use crate::train::{files, FitConfig};
 
@@ -32,6 +34,18 @@ pub struct PipelineConfig {
     pub negatives: Vec<PathBuf>,
     /// External validation set from another source.
     pub external: Option<PathBuf>,
+    /// GAN photos added to the training set (`--gan`).
+    pub gan: Option<PipelineGan>,
+}
+
+/// The GAN step of the pipeline: a GAN trained on the training part of the fold the model
+/// trains on, its photos added to that training set.
+#[derive(Clone, Debug)]
+pub struct PipelineGan {
+    /// GAN settings.
+    pub config: GanConfig,
+    /// Generated photos per real training photo of the positive class.
+    pub ratio: f64,
 }
 
 /// Where the results are.
@@ -60,6 +74,15 @@ pub fn pipeline(
     progress: bool,
 ) -> Result<PipelineOutcome> {
     config.fit.validate()?;
+    if let Some(g) = &config.gan {
+        g.config.validate()?;
+        if g.ratio.is_nan() || g.ratio <= 0.0 {
+            return Err(Error::Invalid(format!(
+                "--synthetic-ratio {} must be positive",
+                g.ratio
+            )));
+        }
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let (data, demo) = match &config.data {
         Some(d) => (d.clone(), false),
@@ -105,6 +128,33 @@ pub fn pipeline(
     let split_path =
         crossval::ensure_split_with(&data, None, out, &split_config, inspection.as_ref())?;
     drop(inspection);
+    // The model trains on fold 0's training part, tests on fold 0: its GAN sees that part only.
+    let (synthetic, synthetic_ratio) = match &config.gan {
+        Some(g) => {
+            let class = match (&config.positive, demo) {
+                (Some(p), _) => p.clone(),
+                (None, true) => crate::synthetic::LABELS[1].to_string(),
+                (None, false) => {
+                    return Err(Error::Invalid(
+                        "--gan needs --positive: the class the GAN learns".into(),
+                    ))
+                }
+            };
+            let fold_gan = FoldGan {
+                config: &g.config,
+                data: &data,
+                class: &class,
+                split: &split_path,
+                ratio: g.ratio,
+                eval_weights: g.config.features.as_deref(),
+            };
+            let s = fold_gan.run(0, &out.join("gan"), device)?;
+            let mut dirs = vec![s.dir.clone(); config.folds];
+            dirs[0] = s.dir;
+            (Some(dirs), g.ratio)
+        }
+        None => (None, 0.0),
+    };
     let cv = CrossvalConfig {
         data: data.clone(),
         split: Some(split_path.clone()),
@@ -112,8 +162,8 @@ pub fn pipeline(
         split_seed: config.seed,
         positive: config.positive.clone(),
         fit: config.fit.clone(),
-        synthetic: None,
-        synthetic_ratio: 0.0,
+        synthetic,
+        synthetic_ratio,
         only_folds: vec![0],
         negatives: config.negatives.clone(),
         external: config.external.clone(),

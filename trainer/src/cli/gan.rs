@@ -3,16 +3,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 use mpox_trainer::gan::diffaug::Policy;
+use mpox_trainer::gan::model::GanArch;
 use mpox_trainer::gan::train::{gan_data, GanConfig, GanRun, Loss};
 use mpox_trainer::ComputeDevice;
 
 /// GAN commands.
 #[derive(Subcommand, Debug)]
 pub enum GanCommand {
-    /// Train a DCGAN on the training photos of one class (of one fold, with --split).
+    /// Train a GAN on the training photos of one class (of one fold, with --split).
     Train(TrainArgs),
     /// Generate photos from a GAN checkpoint, with a manifest marking them synthetic.
     Sample(SampleArgs),
@@ -50,76 +50,80 @@ pub struct TrainArgs {
     out: PathBuf,
 }
 
-/// GAN settings shared by `gan train` and `ablate`.
+/// GAN settings shared by `gan train` and `ablate`. Unset ones take the architecture's recipe
+/// (`GanConfig::recipe`).
 #[derive(Args, Debug, Clone)]
 pub struct GanOptions {
+    /// Generator and discriminator: projected (FastGAN-style generator, discriminator on frozen
+    /// ImageNet features) or dcgan (the paper's).
+    #[arg(long = "gan-arch", value_enum, default_value_t)]
+    arch: GanArch,
     /// Image side: 64 (the paper) or 128.
     #[arg(long, default_value_t = GanConfig::SIZE)]
     size: usize,
-    /// Training steps.
-    #[arg(long, visible_alias = "steps", default_value_t = GanConfig::STEPS)]
-    gan_steps: usize,
-    /// Images per step.
-    #[arg(long, default_value_t = GanConfig::BATCH_SIZE)]
-    gan_batch_size: usize,
-    /// Loss: bce (the paper's) or hinge.
-    #[arg(long, value_enum, default_value_t = GanConfig::LOSS)]
-    loss: Loss,
-    /// DiffAugment policy on real and generated images before D: none, or a comma list of colour, translation, cutout.
-    #[arg(long, default_value = "none")]
-    diffaug: String,
-    /// Keep an exponential moving average of the generator with this decay (e.g. 0.999) and sample from it.
+    /// Training steps [default: 4000 projected, 2000 dcgan].
+    #[arg(long, visible_alias = "steps")]
+    gan_steps: Option<usize>,
+    /// Images per step [default: 16 projected, 64 dcgan].
+    #[arg(long)]
+    gan_batch_size: Option<usize>,
+    /// Loss: bce or hinge [default: hinge projected, bce dcgan].
+    #[arg(long, value_enum)]
+    loss: Option<Loss>,
+    /// DiffAugment on real and generated images before D: none, all, or a comma list of colour,
+    /// translation, cutout [default: all projected, none dcgan].
+    #[arg(long)]
+    diffaug: Option<Policy>,
+    /// Decay of the generator's moving average, sampled from; 0 for none [default: 0.999
+    /// projected, none dcgan].
     #[arg(long)]
     ema: Option<f64>,
-    /// Learning rate of both networks.
-    #[arg(long, default_value_t = GanConfig::LR)]
-    gan_lr: f64,
+    /// Learning rate of both networks [default: 2e-4].
+    #[arg(long)]
+    gan_lr: Option<f64>,
     /// Seed of initialisation, noise and batches.
     #[arg(long, default_value_t = 0)]
     gan_seed: u64,
     /// A sample grid, plots and a checkpoint every this many steps.
     #[arg(long, default_value_t = GanConfig::EVERY)]
     every: usize,
+    /// ImageNet MobileNetV2 weights of the projected discriminator: a file, or `imagenet` for the
+    /// ones scripts/fetch-weights.sh caches.
+    #[arg(long = "gan-features", default_value = "imagenet")]
+    features: PathBuf,
 }
 
 impl GanOptions {
     /// The validated GAN configuration.
     pub fn config(&self) -> anyhow::Result<GanConfig> {
-        let mut c = GanConfig::dcgan(self.gan_steps);
+        let steps = self
+            .gan_steps
+            .unwrap_or_else(|| GanConfig::default_steps(self.arch));
+        let mut c = GanConfig::recipe(self.arch, steps);
         c.size = self.size;
-        c.batch_size = self.gan_batch_size;
-        c.lr = self.gan_lr;
         c.seed = self.gan_seed;
         c.every = self.every;
-        c.ema = self.ema;
-        c.loss = self.loss;
-        c.diffaug = parse_policy(&self.diffaug)?;
+        if let Some(b) = self.gan_batch_size {
+            c.batch_size = b;
+        }
+        if let Some(lr) = self.gan_lr {
+            c.lr = lr;
+        }
+        if let Some(l) = self.loss {
+            c.loss = l;
+        }
+        if let Some(p) = self.diffaug {
+            c.diffaug = p;
+        }
+        if let Some(e) = self.ema {
+            c.ema = (e > 0.0).then_some(e);
+        }
+        if self.arch == GanArch::Projected {
+            c.features = Some(mpox_trainer::weights::resolve(&self.features)?);
+        }
         c.validate()?;
         Ok(c)
     }
-}
-
-fn parse_policy(s: &str) -> anyhow::Result<Policy> {
-    let mut p = Policy {
-        colour: false,
-        translation: false,
-        cutout: false,
-    };
-    if s == "none" {
-        return Ok(p);
-    }
-    for part in s.split(',') {
-        match part.trim() {
-            "colour" | "color" => p.colour = true,
-            "translation" => p.translation = true,
-            "cutout" => p.cutout = true,
-            "all" => p = Policy::all(),
-            other => bail!(
-                "--diffaug: unknown transform {other:?} (colour, translation, cutout, all, none)"
-            ),
-        }
-    }
-    Ok(p)
 }
 
 /// Arguments of `gan sample`.
@@ -224,7 +228,10 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
                 &candle_core::Device::Cpu,
             )?;
             let json = serde_json::to_string_pretty(&report)?;
-            mpox_trainer::atomic::write_atomic(&out.join("eval.json"), json.as_bytes())?;
+            mpox_trainer::atomic::write_atomic(
+                &out.join(mpox_trainer::gan::folds::EVAL),
+                json.as_bytes(),
+            )?;
             println!(
                 "Fréchet distance {:.2} (real training vs held-out: {:.2}); KID {:.4} ± {:.4} (real: {:.4} ± {:.4})",
                 report.frechet_distance,

@@ -260,6 +260,15 @@ pub struct PipelineArgs {
     /// Folds of the split (fold 0 tests, fold 1 validates).
     #[arg(long, default_value_t = mpox_trainer::split::SplitConfig::FOLDS)]
     folds: usize,
+    /// Train a GAN on the training photos of the positive class (fold 0's training part, what the
+    /// model trains on) and add its photos to the training set; see README for when it helps.
+    #[arg(long)]
+    gan: bool,
+    #[command(flatten)]
+    gan_options: super::gan::GanOptions,
+    /// Generated photos per real training photo of the positive class (with --gan).
+    #[arg(long, default_value_t = mpox_trainer::gan::folds::RATIO)]
+    synthetic_ratio: f64,
     /// Output folder.
     #[arg(long, default_value = "runs/pipeline")]
     out: PathBuf,
@@ -285,9 +294,10 @@ pub struct AblateArgs {
     split_seed: u64,
     #[command(flatten)]
     gan: super::gan::GanOptions,
-    /// Generated photos per real training photo of the positive class.
-    #[arg(long, default_value_t = 1.0)]
-    synthetic_ratio: f64,
+    /// Generated photos per real training photo of the positive class, one GAN arm per ratio
+    /// (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 1.0, 2.0])]
+    synthetic_ratios: Vec<f64>,
     /// ImageNet MobileNetV2 weights (a file, or `imagenet`) for the GAN's Fréchet distance and KID
     /// (skipped when absent).
     #[arg(long)]
@@ -437,6 +447,14 @@ pub fn pipeline(a: PipelineArgs) -> anyhow::Result<ExitCode> {
         demo_per_class: 120,
         negatives: a.sources.negatives,
         external: a.sources.external_val,
+        gan: if a.gan {
+            Some(mpox_trainer::pipeline::PipelineGan {
+                config: a.gan_options.config()?,
+                ratio: a.synthetic_ratio,
+            })
+        } else {
+            None
+        },
     };
     let outcome = mpox_trainer::pipeline::pipeline(&config, &a.out, &device, true)?;
     let title = if outcome.demo {
@@ -484,7 +502,7 @@ pub fn ablate(a: AblateArgs) -> anyhow::Result<ExitCode> {
         split_seed: a.split_seed,
         fit,
         gan: a.gan.config()?,
-        synthetic_ratio: a.synthetic_ratio,
+        synthetic_ratios: a.synthetic_ratios,
         feature_weights: a
             .feature_weights
             .as_deref()

@@ -28,9 +28,44 @@ impl Policy {
         }
     }
 
+    /// Nothing applied.
+    pub fn none() -> Self {
+        Self {
+            colour: false,
+            translation: false,
+            cutout: false,
+        }
+    }
+
     /// Whether anything is applied.
     pub fn any(&self) -> bool {
         self.colour || self.translation || self.cutout
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    /// `none`, `all`, or a comma list of `colour`, `translation`, `cutout`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "none" {
+            return Ok(Self::none());
+        }
+        let mut p = Self::none();
+        for part in s.split(',') {
+            match part.trim() {
+                "colour" | "color" => p.colour = true,
+                "translation" => p.translation = true,
+                "cutout" => p.cutout = true,
+                "all" => p = Self::all(),
+                other => {
+                    return Err(format!(
+                        "unknown transform {other:?} (colour, translation, cutout, all, none)"
+                    ))
+                }
+            }
+        }
+        Ok(p)
     }
 }
 

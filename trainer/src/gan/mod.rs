@@ -1,7 +1,11 @@
-//! The GAN that enlarges the mpox class: DCGAN (as in the source paper) and data-efficient options.
+//! The GAN that enlarges the mpox class: DCGAN (as in the source paper) and a data-efficient
+//! projected GAN (FastGAN-style generator, discriminator on frozen pretrained features).
 
 pub mod diffaug;
 pub mod eval;
+pub mod fastgan;
+pub mod folds;
 pub mod model;
+pub mod projected;
 pub mod sample;
 pub mod train;

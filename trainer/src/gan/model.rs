@@ -1,16 +1,34 @@
-//! DCGAN generator and discriminator (Radford et al. 2016), as in the source paper: transposed
-//! convolutions with BatchNorm and ReLU up to a tanh image; strided convolutions with BatchNorm and
-//! LeakyReLU(0.2) down to one logit. 64 px has four up/down-sampling stages, 128 px five.
-//! Parameter names follow PyTorch's DCGAN example (`main.<index>.weight`).
+//! The generator/discriminator pairs ([`GanArch`]) and their variables.
+//!
+//! The paper's DCGAN (Radford et al. 2016) lives here: transposed convolutions with BatchNorm and
+//! ReLU up to a tanh image; strided convolutions with BatchNorm and LeakyReLU(0.2) down to one
+//! logit. 64 px has four up/down-sampling stages, 128 px five. Parameter names follow PyTorch's
+//! DCGAN example (`main.<index>.weight`). The data-efficient pair is in `fastgan` and `projected`.
+
+use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
 
+use super::{fastgan, projected};
 use crate::models::BatchNorm;
 use crate::ops;
+
+/// Which generator and discriminator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum GanArch {
+    /// A FastGAN-style generator against a projected discriminator on frozen ImageNet
+    /// MobileNetV2 features (needs those weights).
+    #[default]
+    Projected,
+    /// The source paper's DCGAN pair.
+    Dcgan,
+}
 
 /// Length of the latent vector.
 pub const Z_DIM: usize = 100;
@@ -38,13 +56,13 @@ struct Layer {
     padding: usize,
 }
 
-/// The generator: `z [N, 100]` → image `[N, 3, S, S]` in [−1, 1].
-pub struct Generator {
+/// The DCGAN generator: `z [N, 100]` → image `[N, 3, S, S]` in [−1, 1].
+pub struct DcganGenerator {
     layers: Vec<Layer>,
     size: usize,
 }
 
-impl Generator {
+impl DcganGenerator {
     /// Builds the generator for `size` (64 or 128) under `vb`.
     pub fn new(size: usize, vb: VarBuilder) -> Result<Self> {
         check_size(size)?;
@@ -97,12 +115,12 @@ impl Generator {
     }
 }
 
-/// The discriminator: image `[N, 3, S, S]` → logit `[N]` (real is positive).
-pub struct Discriminator {
+/// The DCGAN discriminator: image `[N, 3, S, S]` → logit `[N]` (real is positive).
+pub struct DcganDiscriminator {
     layers: Vec<Layer>,
 }
 
-impl Discriminator {
+impl DcganDiscriminator {
     /// Builds the discriminator for `size` (64 or 128) under `vb`.
     pub fn new(size: usize, vb: VarBuilder) -> Result<Self> {
         check_size(size)?;
@@ -154,6 +172,58 @@ impl Discriminator {
     }
 }
 
+/// A generator of either architecture.
+pub enum Generator {
+    /// The paper's.
+    Dcgan(DcganGenerator),
+    /// FastGAN-style.
+    Lite(fastgan::Generator),
+}
+
+impl Generator {
+    /// Builds the generator of `arch` for `size` (64 or 128) under `vb`.
+    pub fn new(arch: GanArch, size: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(match arch {
+            GanArch::Dcgan => Self::Dcgan(DcganGenerator::new(size, vb)?),
+            GanArch::Projected => Self::Lite(fastgan::Generator::new(size, vb)?),
+        })
+    }
+
+    /// Image side.
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Dcgan(g) => g.size(),
+            Self::Lite(g) => g.size(),
+        }
+    }
+
+    /// Generates images in [−1, 1] from latent vectors `[N, Z_DIM]`.
+    pub fn forward_t(&self, z: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Dcgan(g) => g.forward_t(z, train),
+            Self::Lite(g) => g.forward_t(z, train),
+        }
+    }
+}
+
+/// A discriminator of either architecture.
+pub enum Discriminator {
+    /// The paper's: one logit per photo.
+    Dcgan(DcganDiscriminator),
+    /// Projected: maps of logits at four scales per photo.
+    Projected(Box<projected::Discriminator>),
+}
+
+impl Discriminator {
+    /// Logits of real vs generated, flattened (one or more per photo; real is positive).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Dcgan(d) => d.forward_t(x, train),
+            Self::Projected(d) => d.forward_t(x, train),
+        }
+    }
+}
+
 /// A generator/discriminator pair with their variables, plus an exponential moving average of the
 /// generator's weights (sampled from, when enabled).
 pub struct Gan {
@@ -163,25 +233,54 @@ pub struct Gan {
     pub d: Discriminator,
     /// The generator's variables.
     pub g_vars: VarMap,
-    /// The discriminator's variables.
+    /// The discriminator's (trained) variables.
     pub d_vars: VarMap,
     /// The moving-average generator and its variables.
     pub ema: Option<(Generator, VarMap)>,
 }
 
 impl Gan {
-    /// A freshly initialised pair (DCGAN: weights N(0, 0.02), BatchNorm scales N(1, 0.02)).
-    pub fn new(size: usize, ema: bool, seed: u64, device: &Device) -> Result<Self> {
+    /// A freshly initialised pair (weights N(0, 0.02), BatchNorm scales N(1, 0.02), as DCGAN and
+    /// FastGAN do). `features`: the ImageNet MobileNetV2 weights a projected discriminator needs.
+    pub fn new(
+        arch: GanArch,
+        size: usize,
+        ema: bool,
+        seed: u64,
+        features: Option<&Path>,
+        device: &Device,
+    ) -> crate::Result<Self> {
         let g_vars = VarMap::new();
         let d_vars = VarMap::new();
-        let g = Generator::new(size, VarBuilder::from_varmap(&g_vars, DType::F32, device))?;
-        let d = Discriminator::new(size, VarBuilder::from_varmap(&d_vars, DType::F32, device))?;
+        let g = Generator::new(
+            arch,
+            size,
+            VarBuilder::from_varmap(&g_vars, DType::F32, device),
+        )?;
+        let d_vb = VarBuilder::from_varmap(&d_vars, DType::F32, device);
+        let d = match arch {
+            GanArch::Dcgan => Discriminator::Dcgan(DcganDiscriminator::new(size, d_vb)?),
+            GanArch::Projected => {
+                let weights = features.ok_or_else(|| {
+                    crate::Error::Invalid(
+                        "the projected discriminator needs ImageNet MobileNetV2 weights".into(),
+                    )
+                })?;
+                Discriminator::Projected(Box::new(projected::Discriminator::new(
+                    size, weights, seed, d_vb, device,
+                )?))
+            }
+        };
         let mut rng = StdRng::seed_from_u64(seed);
         init(&g_vars, &mut rng, device)?;
         init(&d_vars, &mut rng, device)?;
         let ema = if ema {
             let vars = VarMap::new();
-            let g_ema = Generator::new(size, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+            let g_ema = Generator::new(
+                arch,
+                size,
+                VarBuilder::from_varmap(&vars, DType::F32, device),
+            )?;
             copy_vars(&g_vars, &vars)?;
             Some((g_ema, vars))
         } else {
@@ -261,7 +360,7 @@ mod tests {
     #[test]
     fn shapes_at_both_sizes() -> Result<()> {
         for size in [64, 128] {
-            let gan = Gan::new(size, true, 1, &Device::Cpu)?;
+            let gan = Gan::new(GanArch::Dcgan, size, true, 1, None, &Device::Cpu).unwrap();
             let z = Tensor::randn(0f32, 1.0, (3, Z_DIM), &Device::Cpu)?;
             let img = gan.g.forward_t(&z, true)?;
             assert_eq!(img.dims(), [3, 3, size, size]);
@@ -282,7 +381,7 @@ mod tests {
 
     #[test]
     fn torch_dcgan_parameter_names() -> Result<()> {
-        let gan = Gan::new(64, false, 1, &Device::Cpu)?;
+        let gan = Gan::new(GanArch::Dcgan, 64, false, 1, None, &Device::Cpu).unwrap();
         let g = gan.g_vars.data().lock().unwrap();
         let d = gan.d_vars.data().lock().unwrap();
         for name in ["main.0.weight", "main.1.running_var", "main.12.weight"] {

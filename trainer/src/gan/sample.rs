@@ -73,10 +73,17 @@ pub fn sample(
     let c = super::train::read_checkpoint(checkpoint, device)?;
     let state: super::train::GanState = c.state(super::train::STATE)?;
     let id = &state.identity;
-    let size = id["config"]["size"].as_u64().unwrap_or(64) as usize;
+    let config: super::train::GanConfig =
+        serde_json::from_value(id["config"].clone()).map_err(|e| {
+            Error::Invalid(format!(
+                "{}: unreadable GAN settings: {e}",
+                checkpoint.display()
+            ))
+        })?;
     let vars = candle_nn::VarMap::new();
     let g = super::model::Generator::new(
-        size,
+        config.arch,
+        config.size,
         candle_nn::VarBuilder::from_varmap(&vars, candle_core::DType::F32, device),
     )?;
     let prefix = if c.has_prefix("ema") { "ema" } else { "g" };

@@ -1,6 +1,7 @@
-//! GAN training: the paper's DCGAN recipe (BCE loss, Adam 2e-4, β₁ 0.5) with optional DiffAugment,
-//! hinge loss and an EMA generator; per-step losses and D scores to CSV, the paper's two figures as
-//! PNG, sample grids from fixed noise, atomic checkpoints and exact resume.
+//! GAN training: the projected GAN's recipe (hinge loss, DiffAugment, Adam β = (0, 0.99), EMA
+//! generator) or the paper's DCGAN recipe (BCE loss, Adam 2e-4, β₁ 0.5); per-step losses and D
+//! scores to CSV, the paper's two figures as PNG, sample grids from fixed noise, atomic
+//! checkpoints and exact resume.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use super::diffaug::{self, Policy};
-use super::model::{Gan, Z_DIM};
+use super::model::{Gan, GanArch, Z_DIM};
 use crate::checkpoint::{Checkpoint, Loaded};
 use crate::dataset::{self, Dataset};
 use crate::error::{Error, Result};
@@ -35,6 +36,8 @@ pub enum Loss {
 /// Everything that defines a GAN run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GanConfig {
+    /// Generator and discriminator.
+    pub arch: GanArch,
     /// Image side: 64 or 128.
     pub size: usize,
     /// Training steps.
@@ -45,6 +48,8 @@ pub struct GanConfig {
     pub lr: f64,
     /// Adam β₁.
     pub beta1: f64,
+    /// Adam β₂.
+    pub beta2: f64,
     /// Loss.
     pub loss: Loss,
     /// DiffAugment policy (nothing: the plain DCGAN).
@@ -55,39 +60,67 @@ pub struct GanConfig {
     pub seed: u64,
     /// A sample grid (and a checkpoint) every this many steps.
     pub every: usize,
+    /// The ImageNet MobileNetV2 weights of a projected discriminator. Not part of the run's
+    /// identity as a path (machines differ): the file's hash is.
+    #[serde(skip)]
+    pub features: Option<PathBuf>,
 }
 
 impl GanConfig {
     /// Default image side (the paper's).
     pub const SIZE: usize = 64;
-    /// Default training steps.
-    pub const STEPS: usize = 2000;
-    /// Default images per step.
-    pub const BATCH_SIZE: usize = 64;
-    /// Default Adam learning rate (the DCGAN paper's).
-    pub const LR: f64 = 2e-4;
-    /// Default loss (the paper's).
-    pub const LOSS: Loss = Loss::Bce;
     /// Default steps between sample grids and checkpoints.
     pub const EVERY: usize = 100;
 
-    /// The paper's DCGAN at 64 px.
+    /// The recipe of `arch` with `steps` steps.
+    pub fn recipe(arch: GanArch, steps: usize) -> Self {
+        match arch {
+            GanArch::Dcgan => Self::dcgan(steps),
+            GanArch::Projected => Self::projected(steps),
+        }
+    }
+
+    /// Default steps of `arch`: the projected GAN's fill about 40 minutes on the 2-core machine
+    /// (docs/results.md, "GAN"); the DCGAN's are the earlier default.
+    pub fn default_steps(arch: GanArch) -> usize {
+        match arch {
+            GanArch::Dcgan => 2000,
+            GanArch::Projected => 4000,
+        }
+    }
+
+    /// The paper's DCGAN at 64 px: BCE loss, Adam 2e-4 with β = (0.5, 0.999), batches of 64.
     pub fn dcgan(steps: usize) -> Self {
         Self {
+            arch: GanArch::Dcgan,
             size: Self::SIZE,
             steps,
-            batch_size: Self::BATCH_SIZE,
-            lr: Self::LR,
+            batch_size: 64,
+            lr: 2e-4,
             beta1: 0.5,
-            loss: Self::LOSS,
-            diffaug: Policy {
-                colour: false,
-                translation: false,
-                cutout: false,
-            },
+            beta2: 0.999,
+            loss: Loss::Bce,
+            diffaug: Policy::none(),
             ema: None,
             seed: 0,
             every: Self::EVERY,
+            features: None,
+        }
+    }
+
+    /// The projected GAN (Sauer et al. 2021) at 64 px: hinge loss, DiffAugment (colour,
+    /// translation, cutout), Adam 2e-4 with β = (0, 0.99), an EMA generator, batches of 16 (the
+    /// paper's 64 cost four times the CPU time per step).
+    pub fn projected(steps: usize) -> Self {
+        Self {
+            arch: GanArch::Projected,
+            batch_size: 16,
+            beta1: 0.0,
+            beta2: 0.99,
+            loss: Loss::Hinge,
+            diffaug: Policy::all(),
+            ema: Some(0.999),
+            ..Self::dcgan(steps)
         }
     }
 
@@ -102,6 +135,22 @@ impl GanConfig {
         if let Some(b) = self.ema {
             if !(0.0..1.0).contains(&b) {
                 return Err(Error::Invalid(format!("--ema {b} must lie in [0, 1)")));
+            }
+        }
+        if self.arch == GanArch::Projected {
+            match &self.features {
+                None => {
+                    return Err(Error::Invalid(
+                        "the projected GAN needs ImageNet MobileNetV2 weights (--features)".into(),
+                    ))
+                }
+                Some(p) if !p.is_file() => {
+                    return Err(Error::Invalid(format!(
+                        "--features {}: no such file",
+                        p.display()
+                    )))
+                }
+                Some(_) => {}
             }
         }
         Ok(())
@@ -336,16 +385,30 @@ impl GanRun {
             .iter()
             .map(|p| Ok(to_gan_input(&dataset::load_image(p)?, config.size)))
             .collect::<Result<Vec<_>>>()?;
-        let gan = Gan::new(config.size, config.ema.is_some(), config.seed, device)?;
+        let gan = Gan::new(
+            config.arch,
+            config.size,
+            config.ema.is_some(),
+            config.seed,
+            config.features.as_deref(),
+            device,
+        )?;
         let adam = |vars| -> Result<AdamW> {
             let mut o = AdamW::new(vec![(vars, 1.0)], 0.0)?;
-            o.set_betas(config.beta1, 0.999);
+            o.set_betas(config.beta1, config.beta2);
             Ok(o)
         };
         let opt_g = adam(named_vars(&gan.g_vars))?;
         let opt_d = adam(named_vars(&gan.d_vars))?;
+        let features_sha256 = match &config.features {
+            Some(p) if config.arch == GanArch::Projected => Some(crate::dataset::sha256_hex(
+                &std::fs::read(p).map_err(|e| Error::io(p, e))?,
+            )),
+            _ => None,
+        };
         let identity = serde_json::json!({
             "config": config,
+            "features_sha256": features_sha256,
             "class": data.class,
             "fold": data.fold,
             "dataset_fingerprint": data.fingerprint,
@@ -575,6 +638,10 @@ impl GanRun {
             .tensors(Some("opt_d"), self.opt_d.state())
             .state(STATE, &self.state)
             .meta("mpoxscreen.gan_size", self.config.size.to_string())
+            .meta(
+                "mpoxscreen.gan_arch",
+                format!("{:?}", self.config.arch).to_lowercase(),
+            )
             .write(&self.out.join(files::CHECKPOINT))
     }
 

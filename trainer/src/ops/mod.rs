@@ -12,6 +12,7 @@ mod maxpool;
 pub mod runtime;
 mod scratch;
 mod simd;
+mod upsample;
 mod winograd;
 
 pub use activation::{activate, leaky_relu, relu, relu6, residual, Activation};
@@ -19,6 +20,7 @@ pub use batchnorm::{batch_norm, channel_stats};
 pub use depthwise::depthwise_conv2d;
 pub use im2col::{conv2d, conv_transpose2d};
 pub use maxpool::max_pool2d;
+pub use upsample::upsample_nearest2x;
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
 

@@ -41,6 +41,22 @@ pub struct RunData {
     pub val_fold: usize,
     /// The test fold, when a split was given.
     pub test_fold: Option<usize>,
+    /// The generated photos among `train`, for the model card.
+    pub synthetic: Option<SyntheticUse>,
+}
+
+/// Generated photos a run trained on: how many, from which generator, of what quality.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SyntheticUse {
+    /// Photos added to the training set.
+    pub photos: usize,
+    /// Their class.
+    pub class: String,
+    /// sha256 of the generator checkpoint.
+    pub checkpoint_sha256: String,
+    /// The folder's evaluation (`eval.json`, as `gan eval` and `pipeline --gan` write it), without
+    /// the per-photo list.
+    pub evaluation: Option<serde_json::Value>,
 }
 
 impl RunData {
@@ -191,6 +207,7 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
             val.len()
         )));
     }
+    let mut synthetic = None;
     if let Some(dir) = &src.synthetic {
         let gan = crate::gan::sample::read_manifest(dir)?;
         if gan.dataset_fingerprint != manifest.dataset_fingerprint || gan.fold != test_fold {
@@ -216,6 +233,21 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
             .expect("label checked above");
         let same_label = train.iter().filter(|s| s.label == label_index).count();
         let extra = load_synthetic(dir, manifest, src.synthetic_ratio, same_label)?;
+        let evaluation = std::fs::read(dir.join(crate::gan::folds::EVAL))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|mut v| {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("nearest");
+                }
+                v
+            });
+        synthetic = Some(SyntheticUse {
+            photos: extra.len(),
+            class: gan.class.clone(),
+            checkpoint_sha256: gan.checkpoint_sha256.clone(),
+            evaluation,
+        });
         train.extend(
             extra
                 .into_par_iter()
@@ -237,6 +269,7 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
         fingerprint: manifest.dataset_fingerprint.clone(),
         val_fold,
         test_fold,
+        synthetic,
     })
 }
 

@@ -695,6 +695,7 @@ fn finish(
             "val_fold": data.val_fold,
             "test_fold": data.test_fold,
             "train_photos": data.train.len(),
+            "synthetic": data.synthetic,
             "val_photos": data.val.len(),
             "external_photos": data.external.len(),
             "calibration_photos": labels.len(),

@@ -1,0 +1,122 @@
+//! The GAN of each fold, as `ablate` and `pipeline --gan` use it: trained (or resumed) on the
+//! fold's training photos of the positive class only, sampled into a manifest-marked folder, and
+//! evaluated against the fold's held-out photos of that class. Every step is skipped when its
+//! result is already there, so an interrupted run resumes where it stopped.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use super::eval::{evaluate, GanEvalReport};
+use super::sample::{self, MANIFEST};
+use super::train::{files, gan_data, train_and_held_out, GanConfig, GanRun};
+use crate::error::{Error, Result};
+
+/// Default generated photos per real training photo of the class.
+pub const RATIO: f64 = 1.0;
+
+/// File in a sample folder holding its evaluation (as `gan eval` writes it).
+pub const EVAL: &str = "eval.json";
+
+/// One fold's generated photos.
+#[derive(Clone, Debug)]
+pub struct FoldSamples {
+    /// The fold whose training part the GAN learnt from.
+    pub fold: usize,
+    /// The folder of generated photos (with its manifest).
+    pub dir: PathBuf,
+    /// Their evaluation, when feature weights were given.
+    pub eval: Option<GanEvalReport>,
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct FoldGan<'a> {
+    /// GAN settings.
+    pub config: &'a GanConfig,
+    /// The dataset.
+    pub data: &'a Path,
+    /// The class the GAN learns.
+    pub class: &'a str,
+    /// The split manifest.
+    pub split: &'a Path,
+    /// Generated photos per real training photo of the class.
+    pub ratio: f64,
+    /// ImageNet MobileNetV2 weights for the evaluation (none: not evaluated).
+    pub eval_weights: Option<&'a Path>,
+}
+
+impl FoldGan<'_> {
+    /// The GAN of `fold` in `out/fold-<fold>`: trains or resumes it, samples, evaluates.
+    pub fn run(&self, fold: usize, out: &Path, device: &Device) -> Result<FoldSamples> {
+        let dir = out.join(format!("fold-{fold}"));
+        let samples = dir.join("samples");
+        if !samples.join(MANIFEST).exists() {
+            let data = gan_data(self.data, self.class, Some((self.split, fold)))?;
+            let ckpt = dir.join(files::CHECKPOINT);
+            eprintln!(
+                "== GAN ({:?}) of fold {fold}: {} photos of {}",
+                self.config.arch,
+                data.photos.len(),
+                data.class
+            );
+            let mut run = GanRun::new(self.config, &data, &dir, device, ckpt.exists())?;
+            run.train(None, true)?;
+            let n = ((data.photos.len() as f64) * self.ratio).ceil() as usize;
+            if samples.exists() {
+                // An interrupted earlier sample (no manifest yet): start it again.
+                std::fs::remove_dir_all(&samples).map_err(|e| Error::io(&samples, e))?;
+            }
+            sample::sample(&ckpt, n, fold as u64, &samples, device)?;
+        }
+        let eval = match self.eval_weights {
+            Some(weights) => Some(self.evaluate(fold, &samples, weights, device)?),
+            None => None,
+        };
+        Ok(FoldSamples {
+            fold,
+            dir: samples,
+            eval,
+        })
+    }
+
+    /// The evaluation of a sample folder, read back when an earlier run wrote it.
+    fn evaluate(
+        &self,
+        fold: usize,
+        samples: &Path,
+        weights: &Path,
+        device: &Device,
+    ) -> Result<GanEvalReport> {
+        let path = samples.join(EVAL);
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(report) = serde_json::from_slice(&bytes) {
+                return Ok(report);
+            }
+        }
+        let generated = sample::read_synthetic_folder(samples)?;
+        let (training, held_out) =
+            train_and_held_out(self.data, self.class, Some(self.split), Some(fold))?;
+        let report = evaluate(
+            &generated,
+            &held_out,
+            &training,
+            self.config.size,
+            weights,
+            samples,
+            device,
+        )?;
+        let json = serde_json::to_string_pretty(&report).expect("report serialises");
+        crate::atomic::write_atomic(&path, json.as_bytes())?;
+        eprintln!(
+            "   fold {fold}: Fréchet distance {:.1} (real floor {:.1}), precision {:.2}, recall {:.2}, {} of {} memorised",
+            report.frechet_distance,
+            report.frechet_distance_real_baseline,
+            report.precision,
+            report.recall,
+            report.memorised,
+            report.generated
+        );
+        Ok(report)
+    }
+}

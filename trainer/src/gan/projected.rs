@@ -1,0 +1,198 @@
+//! A projected discriminator (Sauer et al. 2021, "Projected GANs converge faster"): the photo
+//! goes through the frozen ImageNet MobileNetV2, four of its feature maps (strides 4, 8, 16 and
+//! 32) through fixed random projections that mix channels (1×1 convolutions) and scales (each
+//! coarser map, projected and upsampled, added to the finer one), and a small trained
+//! discriminator per scale turns each into a map of logits.
+//!
+//! The pretrained features are what make few photos enough: the discriminator does not have to
+//! learn what skin, lesions and lighting look like from ~170 photos, only to tell real from
+//! generated in a space where that difference is already visible. The random projections keep
+//! the discriminator from latching on to a few dominant pretrained features.
+//!
+//! Differences from the paper, for a CPU: photos are upsampled to twice their side (the paper
+//! interpolates to 224 px), projections are half the paper's widths, and the per-scale
+//! discriminators use BatchNorm without spectral normalisation.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::models::{BatchNorm, MobileNetV2};
+use crate::ops;
+
+/// MobileNetV2 stages ending each scale (exclusive), and the channels they give.
+const SCALES: [(usize, usize); 4] = [(4, 24), (7, 32), (14, 96), (18, 320)];
+
+/// Channels after the channel-mixing projection, per scale.
+const PROJECTED: [usize; 4] = [32, 64, 128, 256];
+
+/// Side the per-scale discriminators reduce a map to before their 4×4 logit convolution.
+const END_SIDE: usize = 8;
+
+/// ImageNet normalisation of the feature network (torchvision's).
+const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// The frozen part: MobileNetV2 features and the random projections. No variables, so no
+/// gradients for its weights, while gradients still flow through it to the generator.
+struct Projector {
+    features: MobileNetV2,
+    /// 1×1 channel mixing per scale, `[PROJECTED[i], SCALES[i].1, 1, 1]`.
+    mix: Vec<Tensor>,
+    /// 1×1 projection of scale `i + 1`'s mixed map to scale `i`'s channels, before upsampling.
+    fuse: Vec<Tensor>,
+    /// Per-channel affine `(a, b)` taking [−1, 1] images to ImageNet-normalised ones.
+    normalise: (Tensor, Tensor),
+}
+
+/// PyTorch's default convolution initialisation, U(−1/√fan_in, 1/√fan_in), seeded.
+fn random_conv(rng: &mut StdRng, cout: usize, cin: usize, device: &Device) -> Result<Tensor> {
+    let bound = 1.0 / (cin as f32).sqrt();
+    let values: Vec<f32> = (0..cout * cin)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    Tensor::from_vec(values, (cout, cin, 1, 1), device)
+}
+
+impl Projector {
+    fn new(weights: &Path, seed: u64, device: &Device) -> crate::Result<Self> {
+        let tensors = crate::weights::read(weights, device)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let features = MobileNetV2::new(1.0, vb)?;
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x9_0A7E);
+        let mix = SCALES
+            .iter()
+            .zip(PROJECTED)
+            .map(|(&(_, cin), cout)| random_conv(&mut rng, cout, cin, device))
+            .collect::<Result<Vec<_>>>()?;
+        let fuse = PROJECTED
+            .windows(2)
+            .map(|w| random_conv(&mut rng, w[0], w[1], device))
+            .collect::<Result<Vec<_>>>()?;
+        let a: Vec<f32> = STD.iter().map(|s| 0.5 / s).collect();
+        let b: Vec<f32> = MEAN.iter().zip(STD).map(|(m, s)| (0.5 - m) / s).collect();
+        let normalise = (
+            Tensor::from_vec(a, (1, 3, 1, 1), device)?,
+            Tensor::from_vec(b, (1, 3, 1, 1), device)?,
+        );
+        Ok(Self {
+            features,
+            mix,
+            fuse,
+            normalise,
+        })
+    }
+
+    /// The four projected maps, finest first.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let x = ops::upsample_nearest2x(
+            &x.broadcast_mul(&self.normalise.0)?
+                .broadcast_add(&self.normalise.1)?,
+        )?;
+        let mut start = 0;
+        let mut y = x;
+        let mut mixed = Vec::with_capacity(SCALES.len());
+        for (&(end, _), mix) in SCALES.iter().zip(&self.mix) {
+            // The frozen network in evaluation mode: its running statistics, no updates.
+            y = self.features.forward_range(&y, start..end, false)?;
+            mixed.push(ops::conv2d(&y, mix, 1, 0)?);
+            start = end;
+        }
+        // Scale mixing, coarsest to finest.
+        for i in (0..mixed.len() - 1).rev() {
+            let coarse =
+                ops::upsample_nearest2x(&ops::conv2d(&mixed[i + 1], &self.fuse[i], 1, 0)?)?;
+            mixed[i] = (&mixed[i] + coarse)?;
+        }
+        Ok(mixed)
+    }
+}
+
+/// 4×4 stride-2 convolution, BatchNorm, LeakyReLU(0.2).
+struct DownBlock {
+    weight: Tensor,
+    bn: BatchNorm,
+}
+
+/// One scale's discriminator: down-sampling blocks to [`END_SIDE`], then a 4×4 logit convolution.
+struct ScaleDiscriminator {
+    blocks: Vec<DownBlock>,
+    logit: Tensor,
+}
+
+impl ScaleDiscriminator {
+    fn new(channels: usize, side: usize, vb: VarBuilder) -> Result<Self> {
+        let mut blocks = Vec::new();
+        let (mut c, mut s) = (channels, side);
+        while s > END_SIDE {
+            let vb = vb.pp(format!("down{}", blocks.len()));
+            let cout = (2 * c).min(256);
+            blocks.push(DownBlock {
+                weight: vb.get_with_hints((cout, c, 4, 4), "weight", Init::Const(0.0))?,
+                bn: BatchNorm::new(cout, vb.pp("bn"))?,
+            });
+            (c, s) = (cout, s / 2);
+        }
+        let logit = vb
+            .pp("logit")
+            .get_with_hints((1, c, 4, 4), "weight", Init::Const(0.0))?;
+        Ok(Self { blocks, logit })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for b in &self.blocks {
+            x = ops::conv2d(&x, &b.weight, 2, 1)?;
+            x =
+                b.bn.forward_activated(&x, train, Some(ops::Activation::Leaky(0.2)))?;
+        }
+        // Maps smaller than the logit window (the stride-32 one at 64 px: 4×4) give one logit.
+        ops::conv2d(&x, &self.logit, 1, 0)
+    }
+}
+
+/// The discriminator: image `[N, 3, S, S]` in [−1, 1] → logits `[N·L]` (every scale's map of
+/// logits, flattened; real is positive). Its variables are the per-scale discriminators only.
+pub struct Discriminator {
+    projector: Projector,
+    heads: Vec<ScaleDiscriminator>,
+}
+
+impl Discriminator {
+    /// Builds the discriminator for `size`-px photos under `vb`, with the feature network's
+    /// weights from `weights` (torchvision's MobileNetV2 names) and projections from `seed`.
+    pub fn new(
+        size: usize,
+        weights: &Path,
+        seed: u64,
+        vb: VarBuilder,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        super::model::check_size(size)?;
+        let projector = Projector::new(weights, seed, device)?;
+        // Map sides at twice the photo's side: strides 4, 8, 16, 32.
+        let heads = PROJECTED
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                ScaleDiscriminator::new(c, (2 * size) >> (i + 2), vb.pp(format!("scale{i}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { projector, heads })
+    }
+
+    /// Logits of real vs generated.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let maps = self.projector.forward(x)?;
+        let n = x.dim(0)?;
+        let logits = maps
+            .iter()
+            .zip(&self.heads)
+            .map(|(m, h)| h.forward_t(m, train)?.reshape((n, ())))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&logits, 1)?.flatten_all()
+    }
+}
