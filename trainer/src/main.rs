@@ -108,7 +108,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::report;
+    use super::{report, Cli};
+    use clap::{CommandFactory, Parser};
+
+    /// clap's own checks of every command (unique argument ids and names among flattened
+    /// groups, valid defaults), which otherwise only fire when that command is parsed.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The commands that flatten the training and the GAN options together parse into both.
+    #[test]
+    fn commands_sharing_option_groups_parse() {
+        let cases: [&[&str]; 3] = [
+            &[
+                "t",
+                "pipeline",
+                "--gan",
+                "--gan-arch",
+                "dcgan",
+                "--arch",
+                "resnet18",
+            ],
+            &[
+                "t",
+                "ablate",
+                "data",
+                "--positive",
+                "M",
+                "--out",
+                "o",
+                "--gan-arch",
+                "dcgan",
+                "--arch",
+                "mobilenet_v2",
+                "--synthetic-ratios",
+                "0.5,2",
+            ],
+            &[
+                "t",
+                "gan",
+                "train",
+                "data",
+                "--class",
+                "M",
+                "--out",
+                "o",
+                "--gan-arch",
+                "dcgan",
+            ],
+        ];
+        for args in cases {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let debug = format!("{cli:?}");
+            assert!(debug.contains("gan_arch: Dcgan"), "{args:?}: {debug}");
+        }
+    }
 
     #[test]
     fn a_cause_already_in_the_message_is_printed_once() {

@@ -56,8 +56,8 @@ pub struct TrainArgs {
 pub struct GanOptions {
     /// Generator and discriminator: projected (FastGAN-style generator, discriminator on frozen
     /// ImageNet features) or dcgan (the paper's).
-    #[arg(long = "gan-arch", value_enum, default_value_t)]
-    arch: GanArch,
+    #[arg(long, value_enum, default_value_t)]
+    gan_arch: GanArch,
     /// Image side: 64 (the paper) or 128.
     #[arg(long, default_value_t = GanConfig::SIZE)]
     size: usize,
@@ -89,8 +89,8 @@ pub struct GanOptions {
     every: usize,
     /// ImageNet MobileNetV2 weights of the projected discriminator: a file, or `imagenet` for the
     /// ones scripts/fetch-weights.sh caches.
-    #[arg(long = "gan-features", default_value = "imagenet")]
-    features: PathBuf,
+    #[arg(long, default_value = "imagenet")]
+    gan_features: PathBuf,
 }
 
 impl GanOptions {
@@ -98,8 +98,8 @@ impl GanOptions {
     pub fn config(&self) -> anyhow::Result<GanConfig> {
         let steps = self
             .gan_steps
-            .unwrap_or_else(|| GanConfig::default_steps(self.arch));
-        let mut c = GanConfig::recipe(self.arch, steps);
+            .unwrap_or_else(|| GanConfig::default_steps(self.gan_arch));
+        let mut c = GanConfig::recipe(self.gan_arch, steps);
         c.size = self.size;
         c.seed = self.gan_seed;
         c.every = self.every;
@@ -118,8 +118,8 @@ impl GanOptions {
         if let Some(e) = self.ema {
             c.ema = (e > 0.0).then_some(e);
         }
-        if self.arch == GanArch::Projected {
-            c.features = Some(mpox_trainer::weights::resolve(&self.features)?);
+        if self.gan_arch == GanArch::Projected {
+            c.features = Some(mpox_trainer::weights::resolve(&self.gan_features)?);
         }
         c.validate()?;
         Ok(c)
