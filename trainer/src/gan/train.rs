@@ -80,8 +80,9 @@ impl GanConfig {
         }
     }
 
-    /// Default steps of `arch`: the projected GAN's fill about 40 minutes on the 2-core machine
-    /// (docs/results.md, "GAN"); the DCGAN's are the earlier default.
+    /// Default steps of `arch`: the projected GAN's take about 43 minutes on the 2-core machine
+    /// (0.65 s a step: docs/results.md, "A GAN that learns from ~170 photos"); the DCGAN's are
+    /// the earlier default.
     pub fn default_steps(arch: GanArch) -> usize {
         match arch {
             GanArch::Dcgan => 2000,
@@ -141,12 +142,13 @@ impl GanConfig {
             match &self.features {
                 None => {
                     return Err(Error::Invalid(
-                        "the projected GAN needs ImageNet MobileNetV2 weights (--features)".into(),
+                        "the projected GAN needs ImageNet MobileNetV2 weights (--gan-features)"
+                            .into(),
                     ))
                 }
                 Some(p) if !p.is_file() => {
                     return Err(Error::Invalid(format!(
-                        "--features {}: no such file",
+                        "--gan-features {}: no such file",
                         p.display()
                     )))
                 }
