@@ -54,6 +54,17 @@ pub fn imagenet_features(shared: &Path) -> PathBuf {
     }
 }
 
+/// Seeded random MobileNetV2-1.0 weights with torchvision's names, written to `path`: for what
+/// needs ImageNet-shaped features (the projected GAN, the GAN evaluation) in tests that must not
+/// depend on the real weights.
+pub fn random_feature_weights(path: &Path, seed: u64) -> PathBuf {
+    Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, seed, &Device::Cpu)
+        .unwrap()
+        .save(path)
+        .unwrap();
+    path.to_path_buf()
+}
+
 /// A fresh temporary folder for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mpox-e2e-{name}-{}", std::process::id()));

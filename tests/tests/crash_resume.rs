@@ -481,16 +481,7 @@ fn gan_training_killed_anywhere_resumes_to_identical_files() {
     let dir = temp_dir("crash-gan");
     let data = dataset(&dir, 12);
     // The default projected GAN, on random feature weights (the file's shape is what matters).
-    let features = dir.join("features.safetensors");
-    mpox_trainer::models::Network::new(
-        mpox_trainer::models::Arch::MobileNetV2 { width: 1.0 },
-        2,
-        4,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap()
-    .save(&features)
-    .unwrap();
+    let features = mpox_e2e::random_feature_weights(&dir.join("features.safetensors"), 4);
     eprintln!("gan train:");
     crash_and_compare(&dir, |out| {
         args(&[

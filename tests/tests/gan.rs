@@ -96,18 +96,12 @@ fn a_resumed_run_continues_identically() {
 /// resume with other feature weights or to start without any.
 #[test]
 fn the_projected_gan_learns_resumes_identically_and_checks_its_features() {
-    use mpox_trainer::models::{Arch, Network};
     let dir = temp_dir("gan-projected");
     let data_dir = dir.join("data");
     mpox_trainer::synthetic::write_dataset(&data_dir, 8, 64, 1).unwrap();
     let data = gan_data(&data_dir, "mpox", None).unwrap();
     let features = |seed: u64| {
-        let path = dir.join(format!("features-{seed}.safetensors"));
-        Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, seed, &Device::Cpu)
-            .unwrap()
-            .save(&path)
-            .unwrap();
-        path
+        mpox_e2e::random_feature_weights(&dir.join(format!("features-{seed}.safetensors")), seed)
     };
     let mut config = GanConfig::projected(4);
     config.batch_size = 4;
@@ -250,7 +244,6 @@ fn synthetic_photos_only_reach_the_training_part_of_their_own_fold() {
 #[test]
 fn evaluation_finds_copies_and_scores_a_perfect_generator() {
     use mpox_trainer::gan::eval::evaluate;
-    use mpox_trainer::models::{Arch, Network};
 
     let dir = temp_dir("gan-eval");
     mpox_trainer::synthetic::write_dataset(&dir.join("data"), 14, 64, 3).unwrap();
@@ -260,11 +253,7 @@ fn evaluation_finds_copies_and_scores_a_perfect_generator() {
         .collect();
     photos.sort();
     let (training, held_out) = photos.split_at(7);
-    let weights = dir.join("features.safetensors");
-    Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, 5, &Device::Cpu)
-        .unwrap()
-        .save(&weights)
-        .unwrap();
+    let weights = mpox_e2e::random_feature_weights(&dir.join("features.safetensors"), 5);
 
     // Copies of training photos (as a memorising generator makes), under other names.
     let copies = dir.join("copies");
@@ -278,16 +267,19 @@ fn evaluation_finds_copies_and_scores_a_perfect_generator() {
             to
         })
         .collect();
-    let r = evaluate(
-        &copied,
-        held_out,
-        training,
-        64,
-        &weights,
-        &copies,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let eval = |generated: &[std::path::PathBuf]| {
+        evaluate(
+            generated,
+            held_out,
+            training,
+            64,
+            &weights,
+            &copies,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let r = eval(&copied);
     assert_eq!((r.generated, r.held_out, r.training), (4, 7, 7));
     assert_eq!(r.memorised, 4, "{:?}", r.nearest);
     assert!(r.nearest.iter().all(|n| n.feature_distance < 1e-3));
@@ -295,16 +287,7 @@ fn evaluation_finds_copies_and_scores_a_perfect_generator() {
 
     // The held-out photos as the "generated" set: the same features, so precision and recall
     // are 1 and the Fréchet distance 0, no more than training vs held-out (the floor).
-    let r = evaluate(
-        held_out,
-        held_out,
-        training,
-        64,
-        &weights,
-        &copies,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let r = eval(held_out);
     assert_eq!((r.precision, r.recall), (1.0, 1.0));
     assert!(r.frechet_distance < 1e-6, "{}", r.frechet_distance);
     assert!(r.frechet_distance <= r.frechet_distance_real_baseline);

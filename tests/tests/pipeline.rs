@@ -5,7 +5,7 @@
 use candle_core::Device;
 use mpox_e2e::temp_dir;
 use mpox_trainer::gan::train::GanConfig;
-use mpox_trainer::models::{Arch, Network};
+use mpox_trainer::models::Arch;
 use mpox_trainer::pipeline::{pipeline, PipelineConfig, PipelineGan};
 use mpox_trainer::train::FitConfig;
 
@@ -13,11 +13,7 @@ use mpox_trainer::train::FitConfig;
 fn pipeline_with_gan_photos_records_them_in_the_model_card() {
     let dir = temp_dir("pipeline-gan");
     // Random feature weights: the projected discriminator and the evaluation only need the shape.
-    let features = dir.join("features.safetensors");
-    Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, 9, &Device::Cpu)
-        .unwrap()
-        .save(&features)
-        .unwrap();
+    let features = mpox_e2e::random_feature_weights(&dir.join("features.safetensors"), 9);
     let mut gan = GanConfig::projected(4);
     gan.batch_size = 4;
     gan.every = 2;
