@@ -258,9 +258,8 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
         }
         let s = fold_gan.run(fold, &out.join("gan"), device)?;
         if let Some(r) = &s.eval {
-            let mut v = serde_json::to_value(r).expect("report serialises");
+            let mut v = r.summary();
             if let Some(o) = v.as_object_mut() {
-                o.remove("nearest");
                 o.insert("fold".into(), serde_json::json!(fold));
             }
             gan_eval.push(v);

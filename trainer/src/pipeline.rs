@@ -148,10 +148,9 @@ pub fn pipeline(
                 ratio: g.ratio,
                 eval_weights: g.config.features.as_deref(),
             };
+            // Only fold 0 runs, so only its entry is read.
             let s = fold_gan.run(0, &out.join("gan"), device)?;
-            let mut dirs = vec![s.dir.clone(); config.folds];
-            dirs[0] = s.dir;
-            (Some(dirs), g.ratio)
+            (Some(vec![s.dir; config.folds]), g.ratio)
         }
         None => (None, 0.0),
     };

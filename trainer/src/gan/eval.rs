@@ -213,6 +213,17 @@ pub struct GanEvalReport {
     pub nearest: Vec<Nearest>,
 }
 
+impl GanEvalReport {
+    /// The report without its per-photo list, for summaries and model cards.
+    pub fn summary(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("report serialises");
+        if let Some(o) = v.as_object_mut() {
+            o.remove("nearest");
+        }
+        v
+    }
+}
+
 fn load_at(paths: &[PathBuf], size: usize) -> Result<Vec<RgbImage>> {
     paths
         .par_iter()
@@ -229,13 +240,11 @@ fn load_at(paths: &[PathBuf], size: usize) -> Result<Vec<RgbImage>> {
         .collect()
 }
 
+/// Each row of `a`'s distance to its nearest row of `b`.
 fn nearest_rows(a: &DMatrix<f64>, b: &DMatrix<f64>) -> Vec<f64> {
-    (0..a.nrows())
-        .map(|i| {
-            (0..b.nrows())
-                .map(|j| (a.row(i) - b.row(j)).norm())
-                .fold(f64::INFINITY, f64::min)
-        })
+    let d = squared_distances(a, b);
+    d.row_iter()
+        .map(|row| row.iter().copied().fold(f64::INFINITY, f64::min).sqrt())
         .collect()
 }
 

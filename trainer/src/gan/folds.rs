@@ -18,6 +18,12 @@ pub const RATIO: f64 = 1.0;
 /// File in a sample folder holding its evaluation (as `gan eval` writes it).
 pub const EVAL: &str = "eval.json";
 
+/// The evaluation stored beside a folder of generated photos, if one was written and reads.
+pub fn read_eval(samples: &Path) -> Option<GanEvalReport> {
+    let bytes = std::fs::read(samples.join(EVAL)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// One fold's generated photos.
 #[derive(Clone, Debug)]
 pub struct FoldSamples {
@@ -88,11 +94,8 @@ impl FoldGan<'_> {
         weights: &Path,
         device: &Device,
     ) -> Result<GanEvalReport> {
-        let path = samples.join(EVAL);
-        if let Ok(bytes) = std::fs::read(&path) {
-            if let Ok(report) = serde_json::from_slice(&bytes) {
-                return Ok(report);
-            }
+        if let Some(report) = read_eval(samples) {
+            return Ok(report);
         }
         let generated = sample::read_synthetic_folder(samples)?;
         let (training, held_out) =
@@ -107,7 +110,7 @@ impl FoldGan<'_> {
             device,
         )?;
         let json = serde_json::to_string_pretty(&report).expect("report serialises");
-        crate::atomic::write_atomic(&path, json.as_bytes())?;
+        crate::atomic::write_atomic(&samples.join(EVAL), json.as_bytes())?;
         eprintln!(
             "   fold {fold}: Fréchet distance {:.1} (real floor {:.1}), precision {:.2}, recall {:.2}, {} of {} memorised",
             report.frechet_distance,

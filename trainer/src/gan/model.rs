@@ -189,14 +189,6 @@ impl Generator {
         })
     }
 
-    /// Image side.
-    pub fn size(&self) -> usize {
-        match self {
-            Self::Dcgan(g) => g.size(),
-            Self::Lite(g) => g.size(),
-        }
-    }
-
     /// Generates images in [−1, 1] from latent vectors `[N, Z_DIM]`.
     pub fn forward_t(&self, z: &Tensor, train: bool) -> Result<Tensor> {
         match self {

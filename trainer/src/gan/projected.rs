@@ -9,9 +9,10 @@
 //! generated in a space where that difference is already visible. The random projections keep
 //! the discriminator from latching on to a few dominant pretrained features.
 //!
-//! Differences from the paper, for a CPU: photos are upsampled to twice their side (the paper
-//! interpolates to 224 px), projections are half the paper's widths, and the per-scale
-//! discriminators use BatchNorm without spectral normalisation.
+//! Differences from the paper, for a CPU: the feature network is MobileNetV2 (the paper's is
+//! EfficientNet-lite), photos are only upsampled to twice their side, the channel projections
+//! are half the paper's widths, and the per-scale discriminators use BatchNorm without spectral
+//! normalisation.
 
 use std::path::Path;
 

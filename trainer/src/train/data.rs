@@ -233,15 +233,7 @@ pub fn load(src: &DataSource, max_side: u32) -> Result<RunData> {
             .expect("label checked above");
         let same_label = train.iter().filter(|s| s.label == label_index).count();
         let extra = load_synthetic(dir, manifest, src.synthetic_ratio, same_label)?;
-        let evaluation = std::fs::read(dir.join(crate::gan::folds::EVAL))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|mut v| {
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("nearest");
-                }
-                v
-            });
+        let evaluation = crate::gan::folds::read_eval(dir).map(|r| r.summary());
         synthetic = Some(SyntheticUse {
             photos: extra.len(),
             class: gan.class.clone(),
