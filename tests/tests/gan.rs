@@ -296,4 +296,13 @@ fn evaluation_finds_copies_and_scores_a_perfect_generator() {
         (0.0..=1.0).contains(&p) && (0.0..=1.0).contains(&rc),
         "{p} {rc}"
     );
+
+    // The training photos as the generated set: the same spread as the real one.
+    let r = eval(training);
+    assert!(
+        r.spread > 0.0 && r.spread == r.spread_real,
+        "{} {}",
+        r.spread,
+        r.spread_real
+    );
 }

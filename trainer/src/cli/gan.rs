@@ -81,6 +81,10 @@ pub struct GanOptions {
     /// Learning rate of both networks [default: 2e-4].
     #[arg(long)]
     gan_lr: Option<f64>,
+    /// Weight of the mode-seeking term in the generator's loss (photos from distant latents
+    /// pushed apart); 0 for none [default: 0].
+    #[arg(long)]
+    mode_seeking: Option<f64>,
     /// Seed of initialisation, noise and batches.
     #[arg(long, default_value_t = 0)]
     gan_seed: u64,
@@ -117,6 +121,9 @@ impl GanOptions {
         }
         if let Some(e) = self.ema {
             c.ema = (e > 0.0).then_some(e);
+        }
+        if let Some(m) = self.mode_seeking {
+            c.mode_seeking = m;
         }
         if self.gan_arch == GanArch::Projected {
             c.features = Some(mpox_trainer::weights::resolve(&self.gan_features)?);
@@ -248,6 +255,12 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
                 mpox_trainer::gan::eval::PR_NEIGHBOURS,
                 report.precision_recall_real_baseline.0,
                 report.precision_recall_real_baseline.1
+            );
+            println!(
+                "spread (median distance to the k-th nearest photo of the same set, k = {}): generated {:.2}, real training {:.2}",
+                mpox_trainer::gan::eval::PR_NEIGHBOURS,
+                report.spread,
+                report.spread_real
             );
             println!(
                 "memorisation: {} of {} generated photos are near-duplicates of a training photo; median feature distance to the nearest training photo {:.2} (held-out real photos: {:.2})",

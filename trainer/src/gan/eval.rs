@@ -104,6 +104,28 @@ fn squared_distances(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
     })
 }
 
+/// Squared distance of each row to its `k`-th nearest neighbour in the same set, the row itself
+/// (distance 0) excluded. Needs more than `k` rows.
+fn knn_radii(x: &DMatrix<f64>, k: usize) -> Vec<f64> {
+    let d = squared_distances(x, x);
+    (0..x.nrows())
+        .map(|i| {
+            let mut row: Vec<f64> = d.row(i).iter().copied().collect();
+            row.sort_by(f64::total_cmp);
+            row[k]
+        })
+        .collect()
+}
+
+/// Median distance of a set's photos to their `k`-th nearest neighbour in the same set: how
+/// spread out the set is at the scale precision and recall use. `NaN` with `k` rows or fewer.
+pub fn spread(x: &DMatrix<f64>, k: usize) -> f64 {
+    if x.nrows() <= k || k == 0 {
+        return f64::NAN;
+    }
+    median(knn_radii(x, k).into_iter().map(f64::sqrt).collect())
+}
+
 /// Improved precision and recall (Kynkäänniemi et al. 2019): the support of each set is the
 /// union of balls around its photos reaching their `k`-th nearest neighbour in the same set.
 /// Precision is the share of `generated` inside the real support ("realistic"), recall the share
@@ -113,17 +135,6 @@ pub fn precision_recall(real: &DMatrix<f64>, generated: &DMatrix<f64>, k: usize)
     if real.nrows() <= k || generated.nrows() <= k || k == 0 {
         return (f64::NAN, f64::NAN);
     }
-    // The k-th nearest neighbour within a set, the photo itself (distance 0) excluded.
-    let radii = |x: &DMatrix<f64>| -> Vec<f64> {
-        let d = squared_distances(x, x);
-        (0..x.nrows())
-            .map(|i| {
-                let mut row: Vec<f64> = d.row(i).iter().copied().collect();
-                row.sort_by(f64::total_cmp);
-                row[k]
-            })
-            .collect()
-    };
     // Share of `probe` rows inside some ball of `support` (radii `r`).
     let covered = |probe: &DMatrix<f64>, support: &DMatrix<f64>, r: &[f64]| -> f64 {
         let d = squared_distances(probe, support);
@@ -132,7 +143,7 @@ pub fn precision_recall(real: &DMatrix<f64>, generated: &DMatrix<f64>, k: usize)
             .count();
         inside as f64 / probe.nrows() as f64
     };
-    let (real_radii, generated_radii) = (radii(real), radii(generated));
+    let (real_radii, generated_radii) = (knn_radii(real, k), knn_radii(generated, k));
     (
         covered(generated, real, &real_radii),
         covered(real, generated, &generated_radii),
@@ -203,6 +214,14 @@ pub struct GanEvalReport {
     /// Precision and recall of the training photos against the held-out ones: what real photos
     /// of this class score with this few of each.
     pub precision_recall_real_baseline: (f64, f64),
+    /// [`spread`] of the generated photos: smaller than the real photos' when the generator
+    /// covers a few clusters of photos (low recall from collapse, not from a shifted set).
+    #[serde(default = "nan")]
+    pub spread: f64,
+    /// [`spread`] of the training photos; comparable with the generated photos' when the two
+    /// sets are as large (`gan sample --n` the training count, as `pipeline` and `ablate` do).
+    #[serde(default = "nan")]
+    pub spread_real: f64,
     /// Generated photos that are near-duplicates of a training photo (memorised).
     pub memorised: usize,
     /// Median feature distance of a generated photo to its nearest training photo.
@@ -222,6 +241,11 @@ impl GanEvalReport {
         }
         v
     }
+}
+
+/// Reports written before a figure existed read it as unknown.
+fn nan() -> f64 {
+    f64::NAN
 }
 
 fn load_at(paths: &[PathBuf], size: usize) -> Result<Vec<RgbImage>> {
@@ -367,6 +391,8 @@ pub fn evaluate(
         precision,
         recall,
         precision_recall_real_baseline: precision_recall(&fr, &ft, PR_NEIGHBOURS),
+        spread: spread(&fg, PR_NEIGHBOURS),
+        spread_real: spread(&ft, PR_NEIGHBOURS),
         memorised: nearest.iter().filter(|n| n.near_duplicate).count(),
         median_feature_distance: median(gen_feature_nn),
         median_feature_distance_real: median(nearest_rows(&fr, &ft)),
@@ -425,6 +451,20 @@ mod tests {
         // Too few rows for a k-th neighbour: no figure rather than a made-up one.
         let two = DMatrix::from_row_slice(2, 1, &[0.0, 1.0]);
         assert!(precision_recall(&two, &real, 3).0.is_nan());
+    }
+
+    #[test]
+    fn spread_is_the_median_distance_to_the_kth_neighbour() {
+        // Points 0, 1, 3, 7, 15 on a line: nearest neighbours at 1, 1, 2, 4, 8 (median 2);
+        // second-nearest at 3, 2, 3, 6, 12 (median 3).
+        let line = DMatrix::from_column_slice(5, 1, &[0.0, 1.0, 3.0, 7.0, 15.0]);
+        assert_eq!(spread(&line, 1), 2.0);
+        assert_eq!(spread(&line, 2), 3.0);
+        assert!(spread(&line, 5).is_nan());
+        // A collapsed copy of a cloud (a tenth of its scale) has a tenth of its spread.
+        let cloud = gaussian(100, 8, 0.0, 12);
+        let ratio = spread(&cloud.map(|v| v * 0.1), 3) / spread(&cloud, 3);
+        assert!((ratio - 0.1).abs() < 1e-9, "{ratio}");
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct GanConfig {
     pub diffaug: Policy,
     /// Decay of the generator's moving average (`None`: no EMA generator).
     pub ema: Option<f64>,
+    /// Weight of the mode-seeking term (Mao et al. 2019) in the generator's loss; 0: none.
+    /// Left out of the run's identity when 0, so runs from before the option still resume.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mode_seeking: f64,
     /// Seed of initialisation, noise and sampling.
     pub seed: u64,
     /// A sample grid (and a checkpoint) every this many steps.
@@ -64,6 +68,10 @@ pub struct GanConfig {
     /// identity as a path (machines differ): the file's hash is.
     #[serde(skip)]
     pub features: Option<PathBuf>,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl GanConfig {
@@ -103,6 +111,7 @@ impl GanConfig {
             loss: Loss::Bce,
             diffaug: Policy::none(),
             ema: None,
+            mode_seeking: 0.0,
             seed: 0,
             every: Self::EVERY,
             features: None,
@@ -132,6 +141,12 @@ impl GanConfig {
             return Err(Error::Invalid(
                 "--batch-size must be at least 2, --steps and --every at least 1".into(),
             ));
+        }
+        if !(self.mode_seeking >= 0.0 && self.mode_seeking.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "--mode-seeking {} must be a finite weight of at least 0",
+                self.mode_seeking
+            )));
         }
         if let Some(b) = self.ema {
             if !(0.0..1.0).contains(&b) {
@@ -330,6 +345,17 @@ pub fn noise(n: usize, rng: &mut StdRng, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(z, (n, Z_DIM), device)?)
 }
 
+/// The mode-seeking term (Mao et al. 2019, "Mode seeking generative adversarial networks"):
+/// the inverse of how far the images of the batch's two halves lie apart per unit of latent
+/// distance, so that a generator mapping different latents to near-identical photos pays for it.
+fn mode_seeking(images: &Tensor, z: &Tensor) -> Result<Tensor> {
+    let h = images.dim(0)? / 2;
+    let apart = |x: &Tensor| -> candle_core::Result<Tensor> {
+        (x.narrow(0, 0, h)? - x.narrow(0, h, h)?)?.abs()?.mean_all()
+    };
+    Ok((apart(images)? / apart(z)?)?.affine(1.0, 1e-5)?.recip()?)
+}
+
 fn softplus(x: &Tensor) -> Result<Tensor> {
     // log(1 + e^x) = max(x, 0) + log(1 + e^−|x|), exact for large |x|.
     Ok((x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
@@ -497,10 +523,13 @@ impl GanRun {
         self.opt_d.step(&grads, c.lr)?;
         // Generator.
         let d_gen = self.gan.d.forward_t(&aug(&fake, &mut rng)?, true)?;
-        let g_loss = match c.loss {
+        let mut g_loss = match c.loss {
             Loss::Bce => softplus(&d_gen.neg()?)?.mean_all()?,
             Loss::Hinge => d_gen.mean_all()?.neg()?,
         };
+        if c.mode_seeking > 0.0 {
+            g_loss = (g_loss + (mode_seeking(&fake, &z)? * c.mode_seeking)?)?;
+        }
         let grads = g_loss.backward()?;
         self.opt_g.step(&grads, c.lr)?;
         if let Some(beta) = c.ema {
@@ -713,6 +742,37 @@ pub fn ema_decay(beta: f64, step: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::ema_decay;
+
+    #[test]
+    fn mode_seeking_is_the_inverse_distance_ratio() {
+        use candle_core::{Device, Tensor};
+        let dev = Device::Cpu;
+        // Four 1×1×2 images: the halves differ by 0.5 in every pixel, their latents by 2 in each.
+        let images = Tensor::from_vec(
+            vec![0f32, 1.0, 0.2, 0.3, 0.5, 1.5, 0.7, 0.8],
+            (4, 1, 1, 2),
+            &dev,
+        )
+        .unwrap();
+        let z = Tensor::from_vec(
+            vec![1f32, -1.0, 0.0, 0.0, 3.0, 1.0, 2.0, -2.0],
+            (4, 2),
+            &dev,
+        )
+        .unwrap();
+        let got = super::mode_seeking(&images, &z)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((got - 1.0 / (0.25 + 1e-5)).abs() < 1e-3, "{got}");
+        // Identical photos from different latents: the term is as large as it gets (1 / 1e-5).
+        let same = Tensor::ones((4, 1, 1, 2), candle_core::DType::F32, &dev).unwrap();
+        let got = super::mode_seeking(&same, &z)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((got - 1e5).abs() < 1.0, "{got}");
+    }
 
     #[test]
     fn ema_decay_ramps_up_to_beta() {
