@@ -240,6 +240,10 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
                 json.as_bytes(),
             )?;
             println!(
+                "{} generated and {} training photos against {} held-out ones",
+                report.compared, report.compared, report.held_out
+            );
+            println!(
                 "Fréchet distance {:.2} (real training vs held-out: {:.2}); KID {:.4} ± {:.4} (real: {:.4} ± {:.4})",
                 report.frechet_distance,
                 report.frechet_distance_real_baseline,

@@ -195,6 +195,12 @@ pub struct GanEvalReport {
     pub held_out: usize,
     /// Training photos searched for memorisation.
     pub training: usize,
+    /// Photos of each set the distribution figures (Fréchet distance, KID, precision, recall,
+    /// spread, and their real baselines) compare: the first this many generated and training
+    /// photos, as many of each (the smaller count), since all these figures move with the sizes
+    /// of the sets (Kynkäänniemi et al. compare equal sizes). 0 in reports from before.
+    #[serde(default)]
+    pub compared: usize,
     /// Feature extractor (not Inception: not comparable with published FID/KID).
     pub features: String,
     /// Fréchet distance, generated vs held-out.
@@ -218,8 +224,7 @@ pub struct GanEvalReport {
     /// covers a few clusters of photos (low recall from collapse, not from a shifted set).
     #[serde(default = "nan")]
     pub spread: f64,
-    /// [`spread`] of the training photos; comparable with the generated photos' when the two
-    /// sets are as large (`gan sample --n` the training count, as `pipeline` and `ablate` do).
+    /// [`spread`] of the training photos (as many as the generated ones compared).
     #[serde(default = "nan")]
     pub spread_real: f64,
     /// Generated photos that are near-duplicates of a training photo (memorised).
@@ -316,6 +321,13 @@ pub fn evaluate(
             (h, m, Fingerprint::of(&Plane::luma(img)))
         })
         .collect();
+    // Memorisation looks at every generated photo; the distribution figures at equal counts
+    // (`ablate` samples for its largest ratio, up to twice the training photos).
+    let compared = fg.nrows().min(ft.nrows());
+    let (fg_c, ft_c) = (
+        fg.rows(0, compared).into_owned(),
+        ft.rows(0, compared).into_owned(),
+    );
     let gen_feature_nn = nearest_rows(&fg, &ft);
     let mut nearest: Vec<Nearest> = gen_imgs
         .par_iter()
@@ -378,21 +390,22 @@ pub fn evaluate(
         grid.save_with_format(tmp, image::ImageFormat::Png)
             .map_err(|e| crate::atomic::image_error(tmp, e))
     })?;
-    let (precision, recall) = precision_recall(&fr, &fg, PR_NEIGHBOURS);
+    let (precision, recall) = precision_recall(&fr, &fg_c, PR_NEIGHBOURS);
     Ok(GanEvalReport {
         generated: generated.len(),
         held_out: held_out.len(),
         training: training.len(),
+        compared,
         features: "MobileNetV2 (ImageNet) global-average-pooled, 1280-d, at 224 px".into(),
-        frechet_distance: frechet_distance(&fg, &fr),
-        frechet_distance_real_baseline: frechet_distance(&ft, &fr),
-        kid: kid(&fg, &fr, 20, subset, 0),
-        kid_real_baseline: kid(&ft, &fr, 20, subset, 0),
+        frechet_distance: frechet_distance(&fg_c, &fr),
+        frechet_distance_real_baseline: frechet_distance(&ft_c, &fr),
+        kid: kid(&fg_c, &fr, 20, subset, 0),
+        kid_real_baseline: kid(&ft_c, &fr, 20, subset, 0),
         precision,
         recall,
-        precision_recall_real_baseline: precision_recall(&fr, &ft, PR_NEIGHBOURS),
-        spread: spread(&fg, PR_NEIGHBOURS),
-        spread_real: spread(&ft, PR_NEIGHBOURS),
+        precision_recall_real_baseline: precision_recall(&fr, &ft_c, PR_NEIGHBOURS),
+        spread: spread(&fg_c, PR_NEIGHBOURS),
+        spread_real: spread(&ft_c, PR_NEIGHBOURS),
         memorised: nearest.iter().filter(|n| n.near_duplicate).count(),
         median_feature_distance: median(gen_feature_nn),
         median_feature_distance_real: median(nearest_rows(&fr, &ft)),

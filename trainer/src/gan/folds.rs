@@ -18,10 +18,12 @@ pub const RATIO: f64 = 1.0;
 /// File in a sample folder holding its evaluation (as `gan eval` writes it).
 pub const EVAL: &str = "eval.json";
 
-/// The evaluation stored beside a folder of generated photos, if one was written and reads.
+/// The evaluation stored beside a folder of generated photos, if one was written, reads, and
+/// compares sets of equal size (older reports did not: they are computed again).
 pub fn read_eval(samples: &Path) -> Option<GanEvalReport> {
     let bytes = std::fs::read(samples.join(EVAL)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let report: GanEvalReport = serde_json::from_slice(&bytes).ok()?;
+    (report.compared > 0).then_some(report)
 }
 
 /// One fold's generated photos.

@@ -132,7 +132,7 @@ struct DownBlock {
 /// photos in few clusters of MobileNetV2 features); with it, 1.17× and 0.18-0.23.
 fn minibatch_std(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    // The largest group size up to STD_GROUP dividing the batch; 1 gives a zero channel.
+    // The largest group size up to STD_GROUP dividing the batch; 1 gives a channel of √ε.
     let g = (1..=STD_GROUP.min(n))
         .rev()
         .find(|g| n % g == 0)
@@ -260,7 +260,7 @@ mod tests {
                 "photo {i}: {got:?}"
             );
         }
-        // A batch of 3 (no group of 2 or 4 divides it) gives groups of 3; of 1, a zero channel.
+        // A batch of 3 (no group of 2 or 4 divides it) gives groups of 3; of 1, a channel of √ε.
         let three = Tensor::from_vec(vec![0f32, 3.0, 6.0], (3, 1, 1, 1), &dev).unwrap();
         let got: Vec<f32> = minibatch_std(&three)
             .unwrap()
