@@ -89,6 +89,21 @@ fn a_resumed_run_continues_identically() {
         std::fs::read(dir.join("a/log.csv")).unwrap(),
         std::fs::read(dir.join("b/log.csv")).unwrap()
     );
+    // A finished run asked for more steps continues to the weights of the longer run.
+    let mut short = config.clone();
+    short.steps = 2;
+    GanRun::new(&short, &data, &dir.join("c"), &Device::Cpu, false)
+        .unwrap()
+        .train(None, false)
+        .unwrap();
+    let mut c = GanRun::new(&config, &data, &dir.join("c"), &Device::Cpu, true).unwrap();
+    assert_eq!(c.state().step, 2);
+    c.train(None, false).unwrap();
+    assert_eq!(a.state().history, c.state().history);
+    assert_identical_safetensors(
+        &dir.join("a/gan.safetensors"),
+        &dir.join("c/gan.safetensors"),
+    );
 }
 
 /// The projected GAN (the default): its discriminator learns on the frozen features, the

@@ -81,4 +81,34 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
         std::fs::metadata(&checkpoint).unwrap().modified().unwrap(),
         before
     );
+
+    // Asked for more GAN steps, the generator continues from its checkpoint, its photos are
+    // sampled again, and the model that learnt from the old ones trains again.
+    let model = out.join("model").join(mpox_trainer::train::files::MODEL);
+    let model_before = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let mut longer = config.clone();
+    longer.gan.as_mut().unwrap().config.steps = 6;
+    pipeline(&longer, &out, &Device::Cpu, false).unwrap();
+    let state: mpox_trainer::gan::train::GanState =
+        mpox_trainer::gan::train::read_checkpoint(&checkpoint, &Device::Cpu)
+            .unwrap()
+            .state(mpox_trainer::gan::train::STATE)
+            .unwrap();
+    assert_eq!(state.step, 6);
+    let resampled = mpox_trainer::gan::sample::read_manifest(&samples).unwrap();
+    let generator = mpox_trainer::gan::sample::checkpoint_sha256(&checkpoint).unwrap();
+    assert_ne!(resampled.checkpoint_sha256, manifest.checkpoint_sha256);
+    assert_eq!(resampled.checkpoint_sha256, generator);
+    assert_eq!(
+        std::fs::read_to_string(
+            out.join("model")
+                .join(mpox_trainer::crossval::SYNTHETIC_STAMP)
+        )
+        .unwrap(),
+        generator
+    );
+    assert_ne!(
+        std::fs::metadata(&model).unwrap().modified().unwrap(),
+        model_before
+    );
 }

@@ -18,6 +18,9 @@ use crate::split::{self, SplitConfig, SplitManifest};
 use crate::train::data::DataSource;
 use crate::train::{self, files, FitConfig, RunOptions};
 
+/// File in a fold's folder naming (by checkpoint sha256) the generator of its synthetic photos.
+pub const SYNTHETIC_STAMP: &str = "synthetic-generator.sha256";
+
 /// A cross-validation run.
 #[derive(Clone, Debug)]
 pub struct CrossvalConfig {
@@ -208,6 +211,23 @@ pub fn run_fold(
     let eval_json = dir.join("eval").join("eval.json");
     let external_json = dir.join("eval-external").join("eval.json");
     let external_done = config.external.is_none() || external_json.exists();
+    // The fold's synthetic photos are named by a path, so the generator that made them is
+    // recorded beside the run: photos sampled again (a GAN trained further) start the fold over.
+    let generator = match &config.synthetic {
+        Some(s) => Some(crate::gan::sample::read_manifest(&s[fold])?.checkpoint_sha256),
+        None => None,
+    };
+    let stamp = dir.join(SYNTHETIC_STAMP);
+    let recorded = std::fs::read_to_string(&stamp).ok();
+    // A fold from before the stamp has none: taken as made from the photos there now.
+    if let (Some(now), Some(then)) = (&generator, &recorded) {
+        if now != then.trim() {
+            eprintln!(
+                "== fold {fold}: its synthetic photos were sampled again since it ran; starting it over"
+            );
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+    }
     if eval_json.exists() && external_done {
         return Ok(FoldReports {
             test: read_report(&eval_json)?,
@@ -228,6 +248,10 @@ pub fn run_fold(
         negatives: Vec::new(),
         external: config.external.clone(),
     };
+    if let Some(generator) = &generator {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::atomic::write_atomic(&stamp, generator.as_bytes())?;
+    }
     let run = RunOptions {
         resume: dir.join(files::LAST).exists(),
         stop_after: None,

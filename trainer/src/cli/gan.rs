@@ -36,7 +36,8 @@ pub struct TrainArgs {
     fold: Option<usize>,
     #[command(flatten)]
     gan: GanOptions,
-    /// Continue the run in --out from its checkpoint.
+    /// Continue the run in --out from its checkpoint (a finished one continues to a larger
+    /// --gan-steps).
     #[arg(long)]
     resume: bool,
     /// Stop after this many steps in this invocation (resume later).

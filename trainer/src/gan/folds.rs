@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use super::eval::{evaluate, GanEvalReport};
-use super::sample::{self, MANIFEST};
+use super::sample::{self, checkpoint_sha256};
 use super::train::{files, gan_data, train_and_held_out, GanConfig, GanRun};
 use crate::error::{Error, Result};
 
@@ -55,28 +55,46 @@ pub struct FoldGan<'a> {
 }
 
 impl FoldGan<'_> {
-    /// The GAN of `fold` in `out/fold-<fold>`: trains or resumes it, samples, evaluates.
+    /// The GAN of `fold` in `out/fold-<fold>`: trains or resumes it (continuing a finished one
+    /// when more steps are asked for), samples, evaluates. Photos sampled from another
+    /// checkpoint of the run are sampled again.
     pub fn run(&self, fold: usize, out: &Path, device: &Device) -> Result<FoldSamples> {
         let dir = out.join(format!("fold-{fold}"));
         let samples = dir.join("samples");
-        if !samples.join(MANIFEST).exists() {
-            let data = gan_data(self.data, self.class, Some((self.split, fold)))?;
-            let ckpt = dir.join(files::CHECKPOINT);
+        let ckpt = dir.join(files::CHECKPOINT);
+        if !ckpt.exists() && sample::read_manifest(&samples).is_ok() {
+            // The checkpoint was removed (to save space): the photos are all there is to use.
+            return self.finish(fold, samples, device);
+        }
+        let data = gan_data(self.data, self.class, Some((self.split, fold)))?;
+        // Opening the run refuses a checkpoint made with other settings or data.
+        let mut run = GanRun::new(self.config, &data, &dir, device, ckpt.exists())?;
+        if run.state().step < self.config.steps {
             eprintln!(
                 "== GAN ({:?}) of fold {fold}: {} photos of {}",
                 self.config.arch,
                 data.photos.len(),
                 data.class
             );
-            let mut run = GanRun::new(self.config, &data, &dir, device, ckpt.exists())?;
             run.train(None, true)?;
-            let n = ((data.photos.len() as f64) * self.ratio).ceil() as usize;
+        }
+        drop(run);
+        let n = ((data.photos.len() as f64) * self.ratio).ceil() as usize;
+        let generator = checkpoint_sha256(&ckpt)?;
+        let current = sample::read_manifest(&samples)
+            .is_ok_and(|m| m.checkpoint_sha256 == generator && m.files.len() == n);
+        if !current {
             if samples.exists() {
-                // An interrupted earlier sample (no manifest yet): start it again.
+                // Interrupted, or from an earlier checkpoint of the run: sampled again.
                 std::fs::remove_dir_all(&samples).map_err(|e| Error::io(&samples, e))?;
             }
             sample::sample(&ckpt, n, fold as u64, &samples, device)?;
         }
+        self.finish(fold, samples, device)
+    }
+
+    /// Evaluates a fold's finished sample folder (or reads its evaluation back).
+    fn finish(&self, fold: usize, samples: PathBuf, device: &Device) -> Result<FoldSamples> {
         let eval = match self.eval_weights {
             Some(weights) => Some(self.evaluate(fold, &samples, weights, device)?),
             None => None,

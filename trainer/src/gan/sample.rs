@@ -108,10 +108,9 @@ pub fn sample(
             files.push(name);
         }
     }
-    let bytes = std::fs::read(checkpoint).map_err(|e| Error::io(checkpoint, e))?;
     let manifest = SyntheticManifest {
         synthetic: true,
-        checkpoint_sha256: crate::dataset::sha256_hex(&bytes),
+        checkpoint_sha256: checkpoint_sha256(checkpoint)?,
         seed,
         class: id["class"].as_str().unwrap_or_default().to_string(),
         dataset_fingerprint: id["dataset_fingerprint"]
@@ -125,4 +124,10 @@ pub fn sample(
     // The manifest is written last: a folder without one is an interrupted, unusable sample.
     crate::atomic::write_atomic(&out.join(MANIFEST), json.as_bytes())?;
     Ok(manifest)
+}
+
+/// The sha256 of a checkpoint file, as a sample's manifest names its generator.
+pub fn checkpoint_sha256(checkpoint: &Path) -> Result<String> {
+    let bytes = std::fs::read(checkpoint).map_err(|e| Error::io(checkpoint, e))?;
+    Ok(crate::dataset::sha256_hex(&bytes))
 }

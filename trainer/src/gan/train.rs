@@ -679,7 +679,10 @@ impl GanRun {
     fn restore(&mut self, path: &Path) -> Result<()> {
         let c = read_checkpoint(path, &self.device)?;
         let state: GanState = c.state(STATE)?;
-        c.same_run(&state.identity, &self.state.identity)?;
+        c.same_run(
+            &without_length(&state.identity),
+            &without_length(&self.state.identity),
+        )?;
         c.load_vars("g", &self.gan.g_vars)?;
         c.load_vars("d", &self.gan.d_vars)?;
         if let Some((_, ema)) = &self.gan.ema {
@@ -688,9 +691,21 @@ impl GanRun {
         let steps = state.step as u64;
         self.opt_g.load_state(&c.prefixed("opt_g"), steps)?;
         self.opt_d.load_state(&c.prefixed("opt_d"), steps)?;
-        self.state = state;
+        self.state.step = state.step;
+        self.state.history = state.history;
         Ok(())
     }
+}
+
+/// A run's identity without its number of steps: nothing in a step depends on the total (no
+/// learning-rate schedule; the EMA's ramp counts steps done), so a finished run continues
+/// when asked for more steps, to the same weights as a run asked for them from the start.
+fn without_length(identity: &serde_json::Value) -> serde_json::Value {
+    let mut identity = identity.clone();
+    if let Some(config) = identity.get_mut("config").and_then(|c| c.as_object_mut()) {
+        config.remove("steps");
+    }
+    identity
 }
 
 /// The checkpoint's metadata entry holding the run state ([`GanState`]).
