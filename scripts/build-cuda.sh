@@ -87,6 +87,8 @@ export NVCC_APPEND_FLAGS="-I$cuda/include -isystem $cuda/include/cccl"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" CUDARC_CUDA_VERSION=13000
 export LIBRARY_PATH="$cuda/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CARGO_TARGET_DIR="$root/target/cuda"
+# On a fresh clone the folder is not there yet, and the build writes its messages into it.
+mkdir -p "$CARGO_TARGET_DIR"
 
 if [ "$mode" = check ]; then
     cargo check -p mpox-trainer --features cuda --lib --bins --tests --benches

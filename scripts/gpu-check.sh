@@ -25,26 +25,11 @@ status=0
 note() { echo "$*" | tee -a "$report"; }
 fail() { note "**FAILED**: $*"; status=1; }
 
-# The binaries travel compressed (scripts/build-cuda.sh).
+# The binaries travel compressed; CUDA's libraries come from the machine (scripts/gpu-lib.sh).
+. scripts/gpu-lib.sh
 bin="$work/bin"
-mkdir -p "$bin"
-for f in mpox-trainer trainer-tests train_step; do
-    [ -f "$bundle/$f.xz" ] || { echo "gpu-check: $bundle/$f.xz is missing: run scripts/build-cuda.sh first" >&2; exit 2; }
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-        "$bundle/$f.xz" "$bin/$f"
-    chmod +x "$bin/$f"
-done
-
-# CUDA's libraries from the Python packages PyTorch brought (nvidia/*/lib), the driver's folder.
-libs=$(python3 - <<'EOF'
-import glob, os, site
-dirs = set()
-for sp in site.getsitepackages() + [site.getusersitepackages()]:
-    dirs.update(d for d in glob.glob(os.path.join(sp, "nvidia", "*", "lib")) if os.path.isdir(d))
-print(":".join(sorted(dirs)))
-EOF
-)
-export LD_LIBRARY_PATH="$libs:/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+gpu_unpack "$bundle" "$bin" mpox-trainer trainer-tests train_step || exit 2
+gpu_libraries
 
 : >"$report"
 note "# GPU check, $(date -u +%Y-%m-%d)"

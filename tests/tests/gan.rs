@@ -1,13 +1,13 @@
 //! The GAN on small generated data: it learns, it resumes identically, and its photos can only
 //! ever join the training part of the fold it was trained on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use mpox_e2e::{assert_identical_safetensors, temp_dir};
 use mpox_trainer::gan::diffaug::Policy;
 use mpox_trainer::gan::train::{gan_data, GanConfig, GanRun, Loss};
-use mpox_trainer::split::{split, SplitConfig};
+use mpox_trainer::split::{split, SplitConfig, SplitManifest};
 use mpox_trainer::train::data::{self, DataSource};
 
 fn small(steps: usize) -> GanConfig {
@@ -16,6 +16,27 @@ fn small(steps: usize) -> GanConfig {
     c.every = 1000;
     c.seed = 4;
     c
+}
+
+/// A synthetic dataset in `dir/data` (`per_class` photos of each class) split into 3 folds, the
+/// split saved as `dir/split.json`.
+fn split_dataset(
+    dir: &Path,
+    per_class: usize,
+    data_seed: u64,
+    split_seed: u64,
+) -> (PathBuf, PathBuf, SplitManifest) {
+    let data_dir = dir.join("data");
+    mpox_trainer::synthetic::write_dataset(&data_dir, per_class, 64, data_seed).unwrap();
+    let config = SplitConfig {
+        folds: 3,
+        seed: split_seed,
+        ..Default::default()
+    };
+    let manifest = split(&data_dir, &config).unwrap();
+    let split_path = dir.join("split.json");
+    manifest.save(&split_path).unwrap();
+    (data_dir, split_path, manifest)
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -162,19 +183,7 @@ fn the_projected_gan_learns_resumes_identically_and_checks_its_features() {
 #[test]
 fn synthetic_photos_only_reach_the_training_part_of_their_own_fold() {
     let dir = temp_dir("gan-leak");
-    let data_dir = dir.join("data");
-    mpox_trainer::synthetic::write_dataset(&data_dir, 15, 64, 2).unwrap();
-    let manifest = split(
-        &data_dir,
-        &SplitConfig {
-            folds: 3,
-            seed: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let split_path = dir.join("split.json");
-    manifest.save(&split_path).unwrap();
+    let (data_dir, split_path, manifest) = split_dataset(&dir, 15, 2, 1);
     // The GAN of fold 0 learns from fold 0's training photos only (not its test or validation fold).
     let gd = gan_data(&data_dir, "mpox", Some((&split_path, 0))).unwrap();
     let allowed: Vec<_> = manifest
@@ -251,6 +260,76 @@ fn synthetic_photos_only_reach_the_training_part_of_their_own_fold() {
     }
     let err = data::load(&source(0, &inside), 128).unwrap_err();
     assert!(err.to_string().contains("inside the dataset"), "{err}");
+}
+
+/// A fold packed on its own trains the same GAN as the fold read through its split (bit for bit),
+/// a checkpoint made from the pack resumes on the full dataset and samples with a wider latent
+/// noise, and a pack refuses altered photos, another class and a folder that is not empty.
+#[test]
+fn a_packed_fold_trains_the_gan_of_its_split() {
+    use mpox_trainer::gan::pack;
+    let dir = temp_dir("gan-pack");
+    let (data_dir, split_path, _) = split_dataset(&dir, 12, 3, 2);
+    let from_split = gan_data(&data_dir, "mpox", Some((&split_path, 1))).unwrap();
+    let packed = pack::pack(&data_dir, "mpox", &split_path, 1, &dir.join("pack")).unwrap();
+    assert_eq!(packed.photos.len(), from_split.photos.len());
+    let from_pack = gan_data(&dir.join("pack"), "mpox", None).unwrap();
+    assert_eq!(from_pack.fold, Some(1));
+    assert_eq!(from_pack.fingerprint, from_split.fingerprint);
+    assert_eq!(from_pack.class, "mpox");
+    for (a, b) in from_split.photos.iter().zip(&from_pack.photos) {
+        assert!(b.starts_with(dir.join("pack")), "{}", b.display());
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    }
+    let train = |data: &mpox_trainer::gan::train::GanData, out: &str, steps: usize| {
+        let mut run = GanRun::new(&small(steps), data, &dir.join(out), &Device::Cpu, true).unwrap();
+        run.train(None, false).unwrap();
+        run.state().step
+    };
+    assert_eq!(train(&from_split, "split-run", 2), 2);
+    assert_eq!(train(&from_pack, "pack-run", 2), 2);
+    assert_identical_safetensors(
+        &dir.join("split-run/gan.safetensors"),
+        &dir.join("pack-run/gan.safetensors"),
+    );
+    // Trained elsewhere from the pack, continued here on the dataset.
+    assert_eq!(train(&from_split, "pack-run", 3), 3);
+
+    // Wider latent noise: other photos from the same seed, recorded; scale 1 is plain sampling.
+    use mpox_trainer::gan::sample::{sample, sample_scaled};
+    let ckpt = dir.join("pack-run/gan.safetensors");
+    let plain = sample(&ckpt, 3, 5, &dir.join("s-plain"), &Device::Cpu).unwrap();
+    let one = sample_scaled(&ckpt, 3, 5, 1.0, &dir.join("s-one"), &Device::Cpu).unwrap();
+    let wide = sample_scaled(&ckpt, 3, 5, 2.0, &dir.join("s-wide"), &Device::Cpu).unwrap();
+    assert_eq!(
+        (plain.latent_scale, one.latent_scale, wide.latent_scale),
+        (1.0, 1.0, 2.0)
+    );
+    let bytes = |d: &str, f: &str| std::fs::read(dir.join(d).join(f)).unwrap();
+    assert_eq!(
+        bytes("s-plain", &plain.files[0]),
+        bytes("s-one", &one.files[0])
+    );
+    assert_ne!(
+        bytes("s-plain", &plain.files[0]),
+        bytes("s-wide", &wide.files[0])
+    );
+    assert!(!std::fs::read_to_string(dir.join("s-one/manifest.json"))
+        .unwrap()
+        .contains("latent_scale"));
+    for bad in [0.0, -1.0, f64::NAN] {
+        let err = sample_scaled(&ckpt, 3, 5, bad, &dir.join("s-bad"), &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("latent scale"), "{err}");
+    }
+
+    let err = gan_data(&dir.join("pack"), "not_mpox", None).unwrap_err();
+    assert!(err.to_string().contains("packs photos of"), "{err}");
+    let err = pack::pack(&data_dir, "mpox", &split_path, 1, &dir.join("pack")).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    let first = dir.join("pack/mpox").join(&packed.photos[0].file);
+    std::fs::copy(dir.join("pack/mpox").join(&packed.photos[1].file), &first).unwrap();
+    let err = gan_data(&dir.join("pack"), "mpox", None).unwrap_err();
+    assert!(err.to_string().contains("sha256 differs"), "{err}");
 }
 
 /// `gan eval` on constructed sets (random feature weights: the figures' meaning does not depend

@@ -12,8 +12,11 @@ use mpox_trainer::ComputeDevice;
 /// GAN commands.
 #[derive(Subcommand, Debug)]
 pub enum GanCommand {
-    /// Train a GAN on the training photos of one class (of one fold, with --split).
+    /// Train a GAN on the training photos of one class (of one fold, with --split; or of a pack).
     Train(TrainArgs),
+    /// Copy one fold's GAN training photos into a folder of their own that `gan train` accepts as
+    /// its data: the fold's GAN can then train on a machine without the rest of the dataset.
+    Pack(PackArgs),
     /// Generate photos from a GAN checkpoint, with a manifest marking them synthetic.
     Sample(SampleArgs),
     /// Fréchet distance, KID, precision/recall and memorisation of generated photos against real ones.
@@ -134,6 +137,25 @@ impl GanOptions {
     }
 }
 
+/// Arguments of `gan pack`.
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// ImageFolder dataset the split was made on.
+    data: PathBuf,
+    /// Class folder the GAN learns (e.g. Monkeypox).
+    #[arg(long)]
+    class: String,
+    /// Split manifest.
+    #[arg(long)]
+    split: PathBuf,
+    /// Fold whose training photos are packed.
+    #[arg(long)]
+    fold: usize,
+    /// New folder for the pack.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// Arguments of `gan sample`.
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -146,6 +168,9 @@ pub struct SampleArgs {
     /// Seed of the latent noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Factor on the latent noise's standard deviation: above 1 trades realism for variety.
+    #[arg(long, default_value_t = 1.0)]
+    latent_scale: f64,
     /// Output folder (must not exist or be empty of a previous sample).
     #[arg(long)]
     out: PathBuf,
@@ -197,11 +222,25 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        GanCommand::Pack(a) => {
+            let m = mpox_trainer::gan::pack::pack(&a.data, &a.class, &a.split, a.fold, &a.out)?;
+            eprintln!(
+                "packed {} training photos of {} (fold {}) into {}: train there with `gan train {} --class {}`",
+                m.photos.len(),
+                m.class,
+                m.fold,
+                a.out.display(),
+                a.out.display(),
+                m.class
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         GanCommand::Sample(a) => {
-            let m = mpox_trainer::gan::sample::sample(
+            let m = mpox_trainer::gan::sample::sample_scaled(
                 &a.checkpoint,
                 a.n,
                 a.seed,
+                a.latent_scale,
                 &a.out,
                 &candle_core::Device::Cpu,
             )?;

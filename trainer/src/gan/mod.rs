@@ -6,6 +6,7 @@ pub mod eval;
 pub mod fastgan;
 pub mod folds;
 pub mod model;
+pub mod pack;
 pub mod projected;
 pub mod sample;
 pub mod train;

@@ -24,8 +24,20 @@ pub struct SyntheticManifest {
     pub dataset_fingerprint: String,
     /// The split fold whose training part the generator saw (`None`: trained without a split).
     pub fold: Option<usize>,
+    /// Factor on the latent noise's standard deviation (1: as in training; above 1 trades
+    /// realism for variety).
+    #[serde(default = "unit_scale", skip_serializing_if = "is_unit_scale")]
+    pub latent_scale: f64,
     /// File names (relative to the folder), in order.
     pub files: Vec<String>,
+}
+
+fn unit_scale() -> f64 {
+    1.0
+}
+
+fn is_unit_scale(s: &f64) -> bool {
+    *s == 1.0
 }
 
 /// Reads a folder's manifest, refusing folders that are not marked synthetic.
@@ -69,7 +81,24 @@ pub fn sample(
     out: &Path,
     device: &candle_core::Device,
 ) -> Result<SyntheticManifest> {
+    sample_scaled(checkpoint, n, seed, 1.0, out, device)
+}
+
+/// [`sample`] with the latent noise's standard deviation multiplied by `latent_scale`.
+pub fn sample_scaled(
+    checkpoint: &Path,
+    n: usize,
+    seed: u64,
+    latent_scale: f64,
+    out: &Path,
+    device: &candle_core::Device,
+) -> Result<SyntheticManifest> {
     use rand::SeedableRng;
+    if !(latent_scale.is_finite() && latent_scale > 0.0) {
+        return Err(Error::Invalid(format!(
+            "latent scale {latent_scale}: must be a positive number"
+        )));
+    }
     let c = super::train::read_checkpoint(checkpoint, device)?;
     let state: super::train::GanState = c.state(super::train::STATE)?;
     let id = &state.identity;
@@ -99,7 +128,7 @@ pub fn sample(
     let mut files = Vec::with_capacity(n);
     while files.len() < n {
         let batch = (n - files.len()).min(64);
-        let z = super::train::noise(batch, &mut rng, device)?;
+        let z = (super::train::noise(batch, &mut rng, device)? * latent_scale)?;
         for img in super::train::to_images(&g.forward_t(&z, false)?)? {
             let name = format!("gen_{:05}.png", files.len());
             let path = out.join(&name);
@@ -118,6 +147,7 @@ pub fn sample(
             .unwrap_or_default()
             .to_string(),
         fold: id["fold"].as_u64().map(|f| f as usize),
+        latent_scale,
         files,
     };
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");

@@ -188,7 +188,8 @@ pub struct GanData {
 }
 
 /// Selects the training photos of `class`: with a split, only those outside the fold's test part
-/// and outside its validation fold (the next one), exactly the photos `fit --fold` trains on.
+/// and outside its validation fold (the next one), exactly the photos `fit --fold` trains on;
+/// without one, a pack folder's photos ([`super::pack`]) or every photo of the class.
 pub fn gan_data(root: &Path, class: &str, split: Option<(&Path, usize)>) -> Result<GanData> {
     let (photos, fold, fingerprint, classes) = match split {
         Some((path, fold)) => {
@@ -213,6 +214,9 @@ pub fn gan_data(root: &Path, class: &str, split: Option<(&Path, usize)>) -> Resu
             )
         }
         None => {
+            if let Some(packed) = super::pack::read(root, class)? {
+                return Ok(packed);
+            }
             let ds = Dataset::scan(root)?;
             (
                 ds.items
