@@ -35,6 +35,7 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
         gan: Some(PipelineGan {
             config: gan,
             ratio: 1.0,
+            latent_scale: 1.0,
         }),
     };
     let out = dir.join("run");
@@ -106,6 +107,29 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
         )
         .unwrap(),
         generator
+    );
+    assert_ne!(
+        std::fs::metadata(&model).unwrap().modified().unwrap(),
+        model_before
+    );
+    // Drawn at another latent scale, the same generator's photos are sampled again, the fold
+    // records it, and the model trains again.
+    let model_before = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let mut wider = longer.clone();
+    wider.gan.as_mut().unwrap().latent_scale = 1.25;
+    pipeline(&wider, &out, &Device::Cpu, false).unwrap();
+    let wide = mpox_trainer::gan::sample::read_manifest(&samples).unwrap();
+    assert_eq!(
+        (wide.checkpoint_sha256.as_str(), wide.latent_scale),
+        (generator.as_str(), 1.25)
+    );
+    assert_eq!(
+        std::fs::read_to_string(
+            out.join("model")
+                .join(mpox_trainer::crossval::SYNTHETIC_STAMP)
+        )
+        .unwrap(),
+        format!("{generator} latent-scale 1.25")
     );
     assert_ne!(
         std::fs::metadata(&model).unwrap().modified().unwrap(),

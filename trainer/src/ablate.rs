@@ -33,6 +33,8 @@ pub struct AblateConfig {
     pub fit: FitConfig,
     /// GAN settings shared by the folds.
     pub gan: GanConfig,
+    /// Factor on the latent noise's standard deviation when sampling the folds' photos.
+    pub latent_scale: f64,
     /// Generated photos per real training photo of the positive class: one GAN arm per ratio
     /// (the photos are sampled once, for the largest, and each arm takes its share).
     pub synthetic_ratios: Vec<f64>,
@@ -242,6 +244,7 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
         class: &config.positive,
         split: &split,
         ratio: largest,
+        latent_scale: config.latent_scale,
         eval_weights: config
             .feature_weights
             .as_deref()
@@ -331,6 +334,7 @@ mod tests {
             split_seed: 0,
             fit: FitConfig::with_recipe(Arch::MobileNetV2 { width: 1.0 }, None, Recipe::Probe),
             gan: GanConfig::dcgan(10),
+            latent_scale: crate::gan::sample::LATENT_SCALE,
             synthetic_ratios: vec![1.0],
             feature_weights: None,
             only_folds: vec![],

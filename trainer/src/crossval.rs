@@ -211,10 +211,11 @@ pub fn run_fold(
     let eval_json = dir.join("eval").join("eval.json");
     let external_json = dir.join("eval-external").join("eval.json");
     let external_done = config.external.is_none() || external_json.exists();
-    // The fold's synthetic photos are named by a path, so the generator that made them is
-    // recorded beside the run: photos sampled again (a GAN trained further) start the fold over.
+    // The fold's synthetic photos are named by a path, so what made them (generator, latent scale)
+    // is recorded beside the run: photos sampled again (a GAN trained further, another latent
+    // scale) start the fold over.
     let generator = match &config.synthetic {
-        Some(s) => Some(crate::gan::sample::read_manifest(&s[fold])?.checkpoint_sha256),
+        Some(s) => Some(crate::gan::sample::read_manifest(&s[fold])?.origin()),
         None => None,
     };
     let stamp = dir.join(SYNTHETIC_STAMP);

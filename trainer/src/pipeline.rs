@@ -46,6 +46,8 @@ pub struct PipelineGan {
     pub config: GanConfig,
     /// Generated photos per real training photo of the positive class.
     pub ratio: f64,
+    /// Factor on the latent noise's standard deviation when sampling them.
+    pub latent_scale: f64,
 }
 
 /// Where the results are.
@@ -147,6 +149,7 @@ pub fn pipeline(
                 split: &split_path,
                 ratio: g.ratio,
                 eval_weights: g.config.features.as_deref(),
+                latent_scale: g.latent_scale,
             };
             // Only fold 0 runs, so only its entry is read.
             let s = fold_gan.run(0, &out.join("gan"), device)?;

@@ -156,6 +156,24 @@ pub struct PackArgs {
     out: PathBuf,
 }
 
+/// How a GAN's photos are drawn: `gan sample`, `pipeline --gan` and `ablate` share it.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct SampleOptions {
+    /// Factor on the latent noise's standard deviation when sampling: above 1 trades realism for
+    /// variety (1 draws as in training).
+    #[arg(long, default_value_t = mpox_trainer::gan::sample::LATENT_SCALE)]
+    latent_scale: f64,
+}
+
+impl SampleOptions {
+    /// The latent scale, refused unless a positive number.
+    pub fn latent_scale(&self) -> anyhow::Result<f64> {
+        Ok(mpox_trainer::gan::sample::check_latent_scale(
+            self.latent_scale,
+        )?)
+    }
+}
+
 /// Arguments of `gan sample`.
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -168,9 +186,8 @@ pub struct SampleArgs {
     /// Seed of the latent noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Factor on the latent noise's standard deviation: above 1 trades realism for variety.
-    #[arg(long, default_value_t = 1.0)]
-    latent_scale: f64,
+    #[command(flatten)]
+    sampling: SampleOptions,
     /// Output folder (must not exist or be empty of a previous sample).
     #[arg(long)]
     out: PathBuf,
@@ -240,7 +257,7 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
                 &a.checkpoint,
                 a.n,
                 a.seed,
-                a.latent_scale,
+                a.sampling.latent_scale()?,
                 &a.out,
                 &candle_core::Device::Cpu,
             )?;

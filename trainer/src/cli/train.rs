@@ -266,6 +266,8 @@ pub struct PipelineArgs {
     gan: bool,
     #[command(flatten)]
     gan_options: super::gan::GanOptions,
+    #[command(flatten)]
+    sampling: super::gan::SampleOptions,
     /// Generated photos per real training photo of the positive class (with --gan).
     #[arg(long, default_value_t = mpox_trainer::gan::folds::RATIO)]
     synthetic_ratio: f64,
@@ -294,6 +296,8 @@ pub struct AblateArgs {
     split_seed: u64,
     #[command(flatten)]
     gan: super::gan::GanOptions,
+    #[command(flatten)]
+    sampling: super::gan::SampleOptions,
     /// Generated photos per real training photo of the positive class, one GAN arm per ratio
     /// (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [0.5, 1.0, 2.0])]
@@ -451,6 +455,7 @@ pub fn pipeline(a: PipelineArgs) -> anyhow::Result<ExitCode> {
             Some(mpox_trainer::pipeline::PipelineGan {
                 config: a.gan_options.config()?,
                 ratio: a.synthetic_ratio,
+                latent_scale: a.sampling.latent_scale()?,
             })
         } else {
             None
@@ -502,6 +507,7 @@ pub fn ablate(a: AblateArgs) -> anyhow::Result<ExitCode> {
         split_seed: a.split_seed,
         fit,
         gan: a.gan.config()?,
+        latent_scale: a.sampling.latent_scale()?,
         synthetic_ratios: a.synthetic_ratios,
         feature_weights: a
             .feature_weights

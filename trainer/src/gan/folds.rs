@@ -52,12 +52,14 @@ pub struct FoldGan<'a> {
     pub ratio: f64,
     /// ImageNet MobileNetV2 weights for the evaluation (none: not evaluated).
     pub eval_weights: Option<&'a Path>,
+    /// Factor on the latent noise's standard deviation when sampling.
+    pub latent_scale: f64,
 }
 
 impl FoldGan<'_> {
     /// The GAN of `fold` in `out/fold-<fold>`: trains or resumes it (continuing a finished one
     /// when more steps are asked for), samples, evaluates. Photos sampled from another
-    /// checkpoint of the run are sampled again.
+    /// checkpoint of the run or at another latent scale are sampled again.
     pub fn run(&self, fold: usize, out: &Path, device: &Device) -> Result<FoldSamples> {
         let dir = out.join(format!("fold-{fold}"));
         let samples = dir.join("samples");
@@ -81,14 +83,18 @@ impl FoldGan<'_> {
         drop(run);
         let n = ((data.photos.len() as f64) * self.ratio).ceil() as usize;
         let generator = checkpoint_sha256(&ckpt)?;
-        let current = sample::read_manifest(&samples)
-            .is_ok_and(|m| m.checkpoint_sha256 == generator && m.files.len() == n);
+        let current = sample::read_manifest(&samples).is_ok_and(|m| {
+            m.checkpoint_sha256 == generator
+                && m.files.len() == n
+                && m.latent_scale == self.latent_scale
+        });
         if !current {
             if samples.exists() {
-                // Interrupted, or from an earlier checkpoint of the run: sampled again.
+                // Interrupted, from an earlier checkpoint of the run or at another scale: sampled
+                // again.
                 std::fs::remove_dir_all(&samples).map_err(|e| Error::io(&samples, e))?;
             }
-            sample::sample(&ckpt, n, fold as u64, &samples, device)?;
+            sample::sample_scaled(&ckpt, n, fold as u64, self.latent_scale, &samples, device)?;
         }
         self.finish(fold, samples, device)
     }
