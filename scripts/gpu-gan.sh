@@ -5,7 +5,8 @@
 # each fold's training photos travel as a pack (`mpox-trainer gan pack`), each photo once.
 #
 #   scripts/gpu-gan.sh prepare DATA SPLIT CLASS RATIO [GAN OPTIONS...]
-#       here, after scripts/build-cuda.sh: packs every fold of SPLIT into target/gpu-gan, with
+#       here, after scripts/build-cuda.sh: packs every fold of SPLIT (ablate's: `mpox-trainer
+#       split` with ablate's folds, seed, positive and negatives) into target/gpu-gan, with
 #       the trainer, the projected discriminator's features (--gan-features FILE, required) and
 #       the other options, which must be those `ablate` is given. RATIO: generated photos per training photo (ablate
 #       samples for its largest ratio, 2 by default).

@@ -1,6 +1,6 @@
 //! A fold's GAN training photos packed into a folder of their own, with the identity of the split
 //! they came from. The GAN of that fold can then train where the rest of the dataset is not (a
-//! rented GPU machine receives ~25 MB of mpox photos, not the whole dataset), and its checkpoint
+//! rented GPU machine receives MSID's 23 MB of mpox photos, not the whole dataset), and its checkpoint
 //! still resumes and samples under `ablate` and `pipeline --gan` on the full dataset: the run's
 //! identity (class, fold, dataset fingerprint, photos) and the order of its photos are the same.
 
