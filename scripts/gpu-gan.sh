@@ -135,8 +135,10 @@ EOF
             n=$(python3 -c 'import math, sys; print(math.ceil(int(sys.argv[1]) * float(sys.argv[2])))' "$photos" "$ratio")
             echo "- $fold: exit $rc, $steps steps in $took s ($(python3 -c "print(f'{$took / max($steps, 1):.3f}')") s a step, all folds at once), $photos photos" >>"$report"
             if [ "$rc" = 0 ]; then
+                # The pack is the fold's training photos, which --select-from picks by.
                 "$work/bin/mpox-trainer" gan sample --checkpoint "$work/$fold/gan.safetensors" \
-                    --n "$n" --seed "$k" --out "$work/$fold/samples" >>"$log" 2>&1 ||
+                    --n "$n" --seed "$k" --data "$pack" --weights "$bundle/features.safetensors" \
+                    --out "$work/$fold/samples" >>"$log" 2>&1 ||
                     echo "- $fold: sampling failed (train.log)" >>"$report"
             fi
         ) &

@@ -322,6 +322,68 @@ fn a_packed_fold_trains_the_gan_of_its_split() {
         assert!(err.to_string().contains("latent scale"), "{err}");
     }
 
+    // Three candidates per photo, the realistic ones farthest apart kept: exactly the candidates
+    // `select::spread` picks from the plain draw of the same seed, recorded as such; refused
+    // without the training photos or with no candidate.
+    use mpox_trainer::gan::sample::{sample_with, Reference, Sampling};
+    use mpox_trainer::gan::{eval, select};
+    let weights = mpox_e2e::random_feature_weights(&dir.join("features.safetensors"), 3);
+    let picky = Sampling {
+        latent_scale: 1.0,
+        select_from: 3,
+    };
+    let reference = Reference {
+        training: &from_split.photos,
+        weights: &weights,
+    };
+    let chosen = sample_with(
+        &ckpt,
+        4,
+        5,
+        &picky,
+        Some(&reference),
+        &dir.join("s-chosen"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!((chosen.select_from, chosen.files.len()), (3, 4));
+    assert!(
+        chosen.origin().ends_with(" select-from 3"),
+        "{}",
+        chosen.origin()
+    );
+    let drawn = sample(&ckpt, 12, 5, &dir.join("s-drawn"), &Device::Cpu).unwrap();
+    let paths = |d: &str, files: &[String]| -> Vec<std::path::PathBuf> {
+        files.iter().map(|f| dir.join(d).join(f)).collect()
+    };
+    let net = eval::feature_network(&weights, &Device::Cpu).unwrap();
+    let feats = |p: &[std::path::PathBuf]| {
+        eval::features(
+            &net,
+            &eval::load_at(p, small(1).size).unwrap(),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let kept = select::spread(
+        &feats(&paths("s-drawn", &drawn.files)),
+        &feats(&from_split.photos),
+        4,
+        eval::PR_NEIGHBOURS,
+    );
+    for (file, k) in chosen.files.iter().zip(&kept) {
+        assert_eq!(bytes("s-chosen", file), bytes("s-drawn", &drawn.files[*k]));
+    }
+    let err =
+        sample_with(&ckpt, 4, 5, &picky, None, &dir.join("s-none"), &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("--select-from 3"), "{err}");
+    let none = Sampling {
+        select_from: 0,
+        ..picky
+    };
+    let err = sample_with(&ckpt, 4, 5, &none, None, &dir.join("s-none"), &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("--select-from 0"), "{err}");
+
     let err = gan_data(&dir.join("pack"), "not_mpox", None).unwrap_err();
     assert!(err.to_string().contains("packs photos of"), "{err}");
     let err = pack::pack(&data_dir, "mpox", &split_path, 1, &dir.join("pack")).unwrap_err();

@@ -35,7 +35,7 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
         gan: Some(PipelineGan {
             config: gan,
             ratio: 1.0,
-            latent_scale: 1.0,
+            sampling: mpox_trainer::gan::sample::Sampling::plain(),
         }),
     };
     let out = dir.join("run");
@@ -116,7 +116,7 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
     // records it, and the model trains again.
     let model_before = std::fs::metadata(&model).unwrap().modified().unwrap();
     let mut wider = longer.clone();
-    wider.gan.as_mut().unwrap().latent_scale = 1.25;
+    wider.gan.as_mut().unwrap().sampling.latent_scale = 1.25;
     pipeline(&wider, &out, &Device::Cpu, false).unwrap();
     let wide = mpox_trainer::gan::sample::read_manifest(&samples).unwrap();
     assert_eq!(
@@ -135,4 +135,29 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
         std::fs::metadata(&model).unwrap().modified().unwrap(),
         model_before
     );
+    // Kept from a larger draw (the default), likewise; and refused up front without feature
+    // weights to keep them by.
+    let model_before = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let mut picky = wider.clone();
+    picky.gan.as_mut().unwrap().sampling.select_from = 2;
+    pipeline(&picky, &out, &Device::Cpu, false).unwrap();
+    let kept = mpox_trainer::gan::sample::read_manifest(&samples).unwrap();
+    assert_eq!((kept.select_from, kept.files.len()), (2, wide.files.len()));
+    assert_eq!(
+        std::fs::read_to_string(
+            out.join("model")
+                .join(mpox_trainer::crossval::SYNTHETIC_STAMP)
+        )
+        .unwrap(),
+        format!("{generator} latent-scale 1.25 select-from 2")
+    );
+    assert_ne!(
+        std::fs::metadata(&model).unwrap().modified().unwrap(),
+        model_before
+    );
+    // The paper's DCGAN needs no feature weights, but keeping photos does.
+    let mut blind = picky.clone();
+    blind.gan.as_mut().unwrap().config = GanConfig::dcgan(2);
+    let err = pipeline(&blind, &dir.join("blind"), &Device::Cpu, false).unwrap_err();
+    assert!(err.to_string().contains("--select-from 2"), "{err}");
 }

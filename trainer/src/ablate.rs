@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::crossval::{self, CrossvalConfig, CrossvalSummary};
 use crate::error::{Error, Result};
 use crate::gan::folds::FoldGan;
+use crate::gan::sample::Sampling;
 use crate::gan::train::GanConfig;
 use crate::metrics::{paired_difference, PairedDifference, Verdict};
 use crate::split::{SplitConfig, SplitManifest};
@@ -33,8 +34,8 @@ pub struct AblateConfig {
     pub fit: FitConfig,
     /// GAN settings shared by the folds.
     pub gan: GanConfig,
-    /// Factor on the latent noise's standard deviation when sampling the folds' photos.
-    pub latent_scale: f64,
+    /// How the folds' photos are drawn.
+    pub sampling: Sampling,
     /// Generated photos per real training photo of the positive class: one GAN arm per ratio
     /// (the photos are sampled once, for the largest, and each arm takes its share).
     pub synthetic_ratios: Vec<f64>,
@@ -198,6 +199,12 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
                 .into(),
         ));
     }
+    config.sampling.check()?.check_selectable(
+        config
+            .feature_weights
+            .as_deref()
+            .or(config.gan.features.as_deref()),
+    )?;
     let split_config = SplitConfig {
         folds: config.folds,
         seed: config.split_seed,
@@ -244,7 +251,7 @@ pub fn ablate(config: &AblateConfig, out: &Path, device: &Device) -> Result<Abla
         class: &config.positive,
         split: &split,
         ratio: largest,
-        latent_scale: config.latent_scale,
+        sampling: config.sampling,
         eval_weights: config
             .feature_weights
             .as_deref()
@@ -322,7 +329,8 @@ mod tests {
     use super::*;
 
     /// With the probe alone and one cached view, the augmentation arm would repeat the
-    /// real-only arm: refused before any data is read.
+    /// real-only arm, and selection without feature weights cannot run: both refused before any
+    /// data is read.
     #[test]
     fn a_probe_without_augmented_views_is_refused() {
         use crate::models::Arch;
@@ -334,7 +342,7 @@ mod tests {
             split_seed: 0,
             fit: FitConfig::with_recipe(Arch::MobileNetV2 { width: 1.0 }, None, Recipe::Probe),
             gan: GanConfig::dcgan(10),
-            latent_scale: crate::gan::sample::LATENT_SCALE,
+            sampling: Sampling::default(),
             synthetic_ratios: vec![1.0],
             feature_weights: None,
             only_folds: vec![],
@@ -344,8 +352,13 @@ mod tests {
         let err = ablate(&config, Path::new("/nonexistent/out"), &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("--probe-views"), "{err}");
         config.fit.probe_views = 4;
+        // Nor, without feature weights, can the GAN's photos be kept from a larger draw.
+        let err = ablate(&config, Path::new("/nonexistent/out"), &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("--select-from 4"), "{err}");
+        config.sampling.select_from = 1;
         let err = ablate(&config, Path::new("/nonexistent/out"), &Device::Cpu).unwrap_err();
         assert!(!err.to_string().contains("--probe-views"), "{err}");
+        assert!(!err.to_string().contains("--select-from"), "{err}");
     }
 
     fn summary(std: f64) -> CrossvalSummary {

@@ -11,6 +11,7 @@ use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::EvalReport;
 use crate::gan::folds::FoldGan;
+use crate::gan::sample::Sampling;
 use crate::gan::train::GanConfig;
 use crate::split::SplitConfig;
 use crate::train::{files, FitConfig};
@@ -46,8 +47,8 @@ pub struct PipelineGan {
     pub config: GanConfig,
     /// Generated photos per real training photo of the positive class.
     pub ratio: f64,
-    /// Factor on the latent noise's standard deviation when sampling them.
-    pub latent_scale: f64,
+    /// How they are drawn.
+    pub sampling: Sampling,
 }
 
 /// Where the results are.
@@ -84,6 +85,9 @@ pub fn pipeline(
                 g.ratio
             )));
         }
+        g.sampling
+            .check()?
+            .check_selectable(g.config.features.as_deref())?;
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let (data, demo) = match &config.data {
@@ -149,7 +153,7 @@ pub fn pipeline(
                 split: &split_path,
                 ratio: g.ratio,
                 eval_weights: g.config.features.as_deref(),
-                latent_scale: g.latent_scale,
+                sampling: g.sampling,
             };
             // Only fold 0 runs, so only its entry is read.
             let s = fold_gan.run(0, &out.join("gan"), device)?;

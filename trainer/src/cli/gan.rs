@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use mpox_trainer::gan::diffaug::Policy;
 use mpox_trainer::gan::model::GanArch;
+use mpox_trainer::gan::sample::Sampling;
 use mpox_trainer::gan::train::{gan_data, GanConfig, GanRun, Loss};
 use mpox_trainer::ComputeDevice;
 
@@ -161,16 +162,23 @@ pub struct PackArgs {
 pub struct SampleOptions {
     /// Factor on the latent noise's standard deviation when sampling: above 1 trades realism for
     /// variety (1 draws as in training).
-    #[arg(long, default_value_t = mpox_trainer::gan::sample::LATENT_SCALE)]
+    #[arg(long, default_value_t = Sampling::default().latent_scale)]
     latent_scale: f64,
+    /// Candidates drawn per photo kept: above 1, of the candidates inside the training photos'
+    /// support (MobileNetV2 features), the ones farthest apart are kept: more variety at little
+    /// cost in realism (1 keeps every drawn photo; needs --data, --split and --weights).
+    #[arg(long, default_value_t = Sampling::default().select_from)]
+    select_from: usize,
 }
 
 impl SampleOptions {
-    /// The latent scale, refused unless a positive number.
-    pub fn latent_scale(&self) -> anyhow::Result<f64> {
-        Ok(mpox_trainer::gan::sample::check_latent_scale(
-            self.latent_scale,
-        )?)
+    /// The sampling settings, refused unless usable.
+    pub fn sampling(&self) -> anyhow::Result<Sampling> {
+        Ok(Sampling {
+            latent_scale: self.latent_scale,
+            select_from: self.select_from,
+        }
+        .check()?)
     }
 }
 
@@ -188,6 +196,16 @@ pub struct SampleArgs {
     seed: u64,
     #[command(flatten)]
     sampling: SampleOptions,
+    /// The dataset the GAN was trained on, or a pack of its fold (for --select-from).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Split manifest the GAN used (for --select-from).
+    #[arg(long)]
+    split: Option<PathBuf>,
+    /// ImageNet MobileNetV2 weights for --select-from's features: a file, or `imagenet` for the
+    /// ones scripts/fetch-weights.sh caches.
+    #[arg(long, default_value = "imagenet")]
+    weights: PathBuf,
     /// Output folder (must not exist or be empty of a previous sample).
     #[arg(long)]
     out: PathBuf,
@@ -253,13 +271,39 @@ pub fn run(cmd: GanCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         GanCommand::Sample(a) => {
-            let m = mpox_trainer::gan::sample::sample_scaled(
+            let sampling = a.sampling.sampling()?;
+            let device = candle_core::Device::Cpu;
+            // A checkpoint that is not there is the first thing to hear of, before what selection
+            // needs.
+            std::fs::metadata(&a.checkpoint)
+                .map_err(|e| mpox_trainer::Error::io(&a.checkpoint, e))?;
+            let selection = if sampling.select_from > 1 {
+                let data = a.data.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--select-from keeps photos by the training photos: give the dataset the GAN was trained on (--data, with its --split) or pass --select-from 1"
+                    )
+                })?;
+                let training = mpox_trainer::gan::sample::training_photos(
+                    &a.checkpoint,
+                    data,
+                    a.split.as_deref(),
+                    &device,
+                )?;
+                Some((training, mpox_trainer::weights::resolve(&a.weights)?))
+            } else {
+                None
+            };
+            let reference = selection.as_ref().map(|(training, weights)| {
+                mpox_trainer::gan::sample::Reference { training, weights }
+            });
+            let m = mpox_trainer::gan::sample::sample_with(
                 &a.checkpoint,
                 a.n,
                 a.seed,
-                a.sampling.latent_scale()?,
+                &sampling,
+                reference.as_ref(),
                 &a.out,
-                &candle_core::Device::Cpu,
+                &device,
             )?;
             eprintln!(
                 "wrote {} synthetic photos of {} to {}",

@@ -455,7 +455,7 @@ pub fn pipeline(a: PipelineArgs) -> anyhow::Result<ExitCode> {
             Some(mpox_trainer::pipeline::PipelineGan {
                 config: a.gan_options.config()?,
                 ratio: a.synthetic_ratio,
-                latent_scale: a.sampling.latent_scale()?,
+                sampling: a.sampling.sampling()?,
             })
         } else {
             None
@@ -507,7 +507,7 @@ pub fn ablate(a: AblateArgs) -> anyhow::Result<ExitCode> {
         split_seed: a.split_seed,
         fit,
         gan: a.gan.config()?,
-        latent_scale: a.sampling.latent_scale()?,
+        sampling: a.sampling.sampling()?,
         synthetic_ratios: a.synthetic_ratios,
         feature_weights: a
             .feature_weights

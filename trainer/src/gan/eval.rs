@@ -94,7 +94,7 @@ pub fn kid(
 pub const PR_NEIGHBOURS: usize = 3;
 
 /// Squared Euclidean distances between every row of `a` and every row of `b`.
-fn squared_distances(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
+pub(crate) fn squared_distances(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
     let na: Vec<f64> = a.row_iter().map(|r| r.norm_squared()).collect();
     let nb: Vec<f64> = b.row_iter().map(|r| r.norm_squared()).collect();
     // |x − y|² = |x|² + |y|² − 2·x·y, one matrix product instead of a loop over pairs.
@@ -106,7 +106,7 @@ fn squared_distances(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
 
 /// Squared distance of each row to its `k`-th nearest neighbour in the same set, the row itself
 /// (distance 0) excluded. Needs more than `k` rows.
-fn knn_radii(x: &DMatrix<f64>, k: usize) -> Vec<f64> {
+pub(crate) fn knn_radii(x: &DMatrix<f64>, k: usize) -> Vec<f64> {
     let d = squared_distances(x, x);
     (0..x.nrows())
         .map(|i| {
@@ -148,6 +148,13 @@ pub fn precision_recall(real: &DMatrix<f64>, generated: &DMatrix<f64>, k: usize)
         covered(generated, real, &real_radii),
         covered(real, generated, &generated_radii),
     )
+}
+
+/// The ImageNet MobileNetV2 whose pooled features every figure here is computed in.
+pub fn feature_network(weights: &Path, device: &Device) -> Result<Network> {
+    let net = Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, 0, device)?;
+    net.load_weights(weights)?;
+    Ok(net)
 }
 
 /// Pooled features of photos (as seen at `size` px, then at the network's 224 px).
@@ -253,7 +260,8 @@ fn nan() -> f64 {
     f64::NAN
 }
 
-fn load_at(paths: &[PathBuf], size: usize) -> Result<Vec<RgbImage>> {
+/// Photos decoded and brought to `size` px as the GAN sees its training photos.
+pub fn load_at(paths: &[PathBuf], size: usize) -> Result<Vec<RgbImage>> {
     paths
         .par_iter()
         .map(|p| {
@@ -301,8 +309,7 @@ pub fn evaluate(
             training.len()
         )));
     }
-    let net = Network::new(Arch::MobileNetV2 { width: 1.0 }, 2, 0, device)?;
-    net.load_weights(weights)?;
+    let net = feature_network(weights, device)?;
     let (gen_imgs, real_imgs, train_imgs) = (
         load_at(generated, size)?,
         load_at(held_out, size)?,

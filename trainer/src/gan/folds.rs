@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use super::eval::{evaluate, GanEvalReport};
-use super::sample::{self, checkpoint_sha256};
+use super::sample::{self, checkpoint_sha256, Reference, Sampling};
 use super::train::{files, gan_data, train_and_held_out, GanConfig, GanRun};
 use crate::error::{Error, Result};
 
@@ -52,14 +52,14 @@ pub struct FoldGan<'a> {
     pub ratio: f64,
     /// ImageNet MobileNetV2 weights for the evaluation (none: not evaluated).
     pub eval_weights: Option<&'a Path>,
-    /// Factor on the latent noise's standard deviation when sampling.
-    pub latent_scale: f64,
+    /// How the photos are drawn.
+    pub sampling: Sampling,
 }
 
 impl FoldGan<'_> {
     /// The GAN of `fold` in `out/fold-<fold>`: trains or resumes it (continuing a finished one
     /// when more steps are asked for), samples, evaluates. Photos sampled from another
-    /// checkpoint of the run or at another latent scale are sampled again.
+    /// checkpoint of the run or drawn otherwise are sampled again.
     pub fn run(&self, fold: usize, out: &Path, device: &Device) -> Result<FoldSamples> {
         let dir = out.join(format!("fold-{fold}"));
         let samples = dir.join("samples");
@@ -84,17 +84,27 @@ impl FoldGan<'_> {
         let n = ((data.photos.len() as f64) * self.ratio).ceil() as usize;
         let generator = checkpoint_sha256(&ckpt)?;
         let current = sample::read_manifest(&samples).is_ok_and(|m| {
-            m.checkpoint_sha256 == generator
-                && m.files.len() == n
-                && m.latent_scale == self.latent_scale
+            m.checkpoint_sha256 == generator && m.files.len() == n && m.drawn_as(&self.sampling)
         });
         if !current {
             if samples.exists() {
-                // Interrupted, from an earlier checkpoint of the run or at another scale: sampled
+                // Interrupted, from an earlier checkpoint of the run or drawn otherwise: sampled
                 // again.
                 std::fs::remove_dir_all(&samples).map_err(|e| Error::io(&samples, e))?;
             }
-            sample::sample_scaled(&ckpt, n, fold as u64, self.latent_scale, &samples, device)?;
+            let reference = self.eval_weights.map(|weights| Reference {
+                training: &data.photos,
+                weights,
+            });
+            sample::sample_with(
+                &ckpt,
+                n,
+                fold as u64,
+                &self.sampling,
+                reference.as_ref(),
+                &samples,
+                device,
+            )?;
         }
         self.finish(fold, samples, device)
     }

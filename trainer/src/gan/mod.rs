@@ -9,4 +9,5 @@ pub mod model;
 pub mod pack;
 pub mod projected;
 pub mod sample;
+pub mod select;
 pub mod train;

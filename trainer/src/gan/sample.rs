@@ -28,6 +28,9 @@ pub struct SyntheticManifest {
     /// realism for variety).
     #[serde(default = "unit_scale", skip_serializing_if = "is_unit_scale")]
     pub latent_scale: f64,
+    /// Candidates drawn per kept photo (1: every drawn photo kept; see [`super::select`]).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub select_from: usize,
     /// File names (relative to the folder), in order.
     pub files: Vec<String>,
 }
@@ -41,6 +44,80 @@ pub struct SyntheticManifest {
 /// recall 0.18/0.23 at 1 against 0.22/0.21 at 1.25, Fréchet distance 169.2/174.1 against
 /// 186.7/189.4 (floor 138.0); to be chosen again from all five folds.
 pub const LATENT_SCALE: f64 = 1.25;
+
+/// Candidates drawn per photo kept by `ablate` and `pipeline --gan` (and `gan sample`'s
+/// default), the kept ones chosen by [`super::select::spread`]. The default GAN at step 4000, 167
+/// (fold 0) and 166 (fold 1) photos at latent scale 1.25 against the folds' held-out photos
+/// (docs/results.md): every drawn photo kept gave recall 0.24 and 0.21, precision 0.71 and 0.64,
+/// Fréchet distance 167.1 and 189.4 (floors 142.6 and 138.0); 4 candidates gave recall
+/// 0.38/0.37/0.37 and 0.32/0.39/0.38 (seeds 0/1/2), precision 0.67-0.72 and 0.69-0.80, Fréchet
+/// distance 173.0-176.1 and 177.1-179.8; 2 gave recall 0.23 and 0.19, 8 recall 0.45 and 0.48 but
+/// precision 0.56 and Fréchet distance 190.1 on fold 0. Keeping the candidates nearest each
+/// training photo instead of the spread-out ones gave recall 0.15 and 0.08.
+pub const SELECT_FROM: usize = 4;
+
+/// How a GAN's photos are drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// Factor on the latent noise's standard deviation (1: as in training; above 1 trades
+    /// realism for variety).
+    pub latent_scale: f64,
+    /// Candidates drawn per kept photo (1: every drawn photo kept; above 1, the realistic ones
+    /// farthest apart in feature space are kept, see [`super::select`]).
+    pub select_from: usize,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            latent_scale: LATENT_SCALE,
+            select_from: SELECT_FROM,
+        }
+    }
+}
+
+impl Sampling {
+    /// Drawn as in training, every photo kept.
+    pub fn plain() -> Self {
+        Sampling {
+            latent_scale: 1.0,
+            select_from: 1,
+        }
+    }
+
+    /// `self` when its values can be used.
+    pub fn check(&self) -> Result<Self> {
+        check_latent_scale(self.latent_scale)?;
+        if self.select_from == 0 {
+            return Err(Error::Invalid(
+                "--select-from 0: draw at least one candidate per photo".into(),
+            ));
+        }
+        Ok(*self)
+    }
+
+    /// Refuses selection (`select_from` above 1) without feature weights to select by: checked
+    /// before long runs that sample late.
+    pub fn check_selectable(&self, weights: Option<&Path>) -> Result<()> {
+        if self.select_from > 1 && weights.is_none() {
+            return Err(Error::Invalid(format!(
+                "--select-from {} keeps generated photos by their MobileNetV2 features: give feature weights (--gan-features) or pass --select-from 1",
+                self.select_from
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What selection compares candidates with: the generator's training photos, in the feature
+/// space of the evaluation.
+#[derive(Clone, Copy, Debug)]
+pub struct Reference<'a> {
+    /// The photos the generator learnt from.
+    pub training: &'a [PathBuf],
+    /// ImageNet MobileNetV2 weights for the features.
+    pub weights: &'a Path,
+}
 
 /// `latent_scale` itself when it is a positive number (checked before long runs that sample late).
 pub fn check_latent_scale(latent_scale: f64) -> Result<f64> {
@@ -57,22 +134,35 @@ fn unit_scale() -> f64 {
     1.0
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 fn is_unit_scale(s: &f64) -> bool {
     *s == 1.0
 }
 
 impl SyntheticManifest {
-    /// What made these photos: the generator, and the latent scale when it is not 1 (so a fold
-    /// trained on them can tell when they were drawn again).
+    /// What made these photos: the generator, and how they were drawn when not plainly (so a
+    /// fold trained on them can tell when they were drawn again).
     pub fn origin(&self) -> String {
-        if is_unit_scale(&self.latent_scale) {
-            self.checkpoint_sha256.clone()
-        } else {
-            format!(
-                "{} latent-scale {}",
-                self.checkpoint_sha256, self.latent_scale
-            )
+        let mut origin = self.checkpoint_sha256.clone();
+        if !is_unit_scale(&self.latent_scale) {
+            origin += &format!(" latent-scale {}", self.latent_scale);
         }
+        if !is_one(&self.select_from) {
+            origin += &format!(" select-from {}", self.select_from);
+        }
+        origin
+    }
+
+    /// Whether these photos were drawn as `sampling` draws them.
+    pub fn drawn_as(&self, sampling: &Sampling) -> bool {
+        self.latent_scale == sampling.latent_scale && self.select_from == sampling.select_from
     }
 }
 
@@ -117,7 +207,7 @@ pub fn sample(
     out: &Path,
     device: &candle_core::Device,
 ) -> Result<SyntheticManifest> {
-    sample_scaled(checkpoint, n, seed, 1.0, out, device)
+    sample_with(checkpoint, n, seed, &Sampling::plain(), None, out, device)
 }
 
 /// [`sample`] with the latent noise's standard deviation multiplied by `latent_scale`.
@@ -129,8 +219,28 @@ pub fn sample_scaled(
     out: &Path,
     device: &candle_core::Device,
 ) -> Result<SyntheticManifest> {
+    let sampling = Sampling {
+        latent_scale,
+        ..Sampling::plain()
+    };
+    sample_with(checkpoint, n, seed, &sampling, None, out, device)
+}
+
+/// [`sample`] drawn as `sampling` says; selection (`select_from` above 1) compares the
+/// candidates with `reference`'s training photos and needs it.
+pub fn sample_with(
+    checkpoint: &Path,
+    n: usize,
+    seed: u64,
+    sampling: &Sampling,
+    reference: Option<&Reference>,
+    out: &Path,
+    device: &candle_core::Device,
+) -> Result<SyntheticManifest> {
     use rand::SeedableRng;
-    check_latent_scale(latent_scale)?;
+    sampling.check()?;
+    sampling.check_selectable(reference.map(|r| r.weights))?;
+    let reference = reference.filter(|_| sampling.select_from > 1);
     let c = super::train::read_checkpoint(checkpoint, device)?;
     let state: super::train::GanState = c.state(super::train::STATE)?;
     let id = &state.identity;
@@ -155,19 +265,36 @@ pub fn sample_scaled(
             out.display()
         )));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let drawn = n * sampling.select_from;
+    let mut images = Vec::with_capacity(drawn);
+    while images.len() < drawn {
+        let batch = (drawn - images.len()).min(64);
+        let z = (super::train::noise(batch, &mut rng, device)? * sampling.latent_scale)?;
+        images.extend(super::train::to_images(&g.forward_t(&z, false)?)?);
+    }
+    if let Some(r) = reference {
+        let net = super::eval::feature_network(r.weights, device)?;
+        let training = super::eval::load_at(r.training, config.size)?;
+        let (fc, ft) = (
+            super::eval::features(&net, &images, device)?,
+            super::eval::features(&net, &training, device)?,
+        );
+        let kept = super::select::spread(&fc, &ft, n, super::eval::PR_NEIGHBOURS);
+        let mut slots: Vec<Option<image::RgbImage>> = images.into_iter().map(Some).collect();
+        images = kept
+            .into_iter()
+            .map(|i| slots[i].take().expect("matching keeps each candidate once"))
+            .collect();
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut files = Vec::with_capacity(n);
-    while files.len() < n {
-        let batch = (n - files.len()).min(64);
-        let z = (super::train::noise(batch, &mut rng, device)? * latent_scale)?;
-        for img in super::train::to_images(&g.forward_t(&z, false)?)? {
-            let name = format!("gen_{:05}.png", files.len());
-            let path = out.join(&name);
-            img.save(&path)
-                .map_err(|e| crate::atomic::image_error(&path, e))?;
-            files.push(name);
-        }
+    for img in &images {
+        let name = format!("gen_{:05}.png", files.len());
+        let path = out.join(&name);
+        img.save(&path)
+            .map_err(|e| crate::atomic::image_error(&path, e))?;
+        files.push(name);
     }
     let manifest = SyntheticManifest {
         synthetic: true,
@@ -179,13 +306,44 @@ pub fn sample_scaled(
             .unwrap_or_default()
             .to_string(),
         fold: id["fold"].as_u64().map(|f| f as usize),
-        latent_scale,
+        latent_scale: sampling.latent_scale,
+        select_from: sampling.select_from,
         files,
     };
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     // The manifest is written last: a folder without one is an interrupted, unusable sample.
     crate::atomic::write_atomic(&out.join(MANIFEST), json.as_bytes())?;
     Ok(manifest)
+}
+
+/// The training photos of a GAN checkpoint, read from `data` (the dataset with the `split` the
+/// run used, or a pack of its fold): refused when they are not the photos it learnt from.
+pub fn training_photos(
+    checkpoint: &Path,
+    data: &Path,
+    split: Option<&Path>,
+    device: &candle_core::Device,
+) -> Result<Vec<PathBuf>> {
+    let c = super::train::read_checkpoint(checkpoint, device)?;
+    let state: super::train::GanState = c.state(super::train::STATE)?;
+    let id = &state.identity;
+    let class = id["class"].as_str().unwrap_or_default();
+    let fold = id["fold"].as_u64().map(|f| f as usize);
+    let photos = super::train::gan_data(data, class, split.zip(fold))?;
+    if photos.fold != fold
+        || Some(photos.fingerprint.as_str()) != id["dataset_fingerprint"].as_str()
+    {
+        return Err(Error::Invalid(format!(
+            "{} with {} is not what {} learnt from ({}): give the dataset and --split it was trained with, or a pack of that fold",
+            data.display(),
+            split.map_or("no split".into(), |s| s.display().to_string()),
+            checkpoint.display(),
+            fold.map_or("every photo of its class".into(), |f| format!(
+                "the training part of fold {f}"
+            ))
+        )));
+    }
+    Ok(photos.photos)
 }
 
 /// The sha256 of a checkpoint file, as a sample's manifest names its generator.
