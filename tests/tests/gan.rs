@@ -368,7 +368,7 @@ fn a_packed_fold_trains_the_gan_of_its_split() {
     let kept = select::spread(
         &feats(&paths("s-drawn", &drawn.files)),
         &feats(&from_split.photos),
-        4,
+        3,
         eval::PR_NEIGHBOURS,
     );
     for (file, k) in chosen.files.iter().zip(&kept) {

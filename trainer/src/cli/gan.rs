@@ -164,9 +164,10 @@ pub struct SampleOptions {
     /// variety (1 draws as in training).
     #[arg(long, default_value_t = Sampling::default().latent_scale)]
     latent_scale: f64,
-    /// Candidates drawn per photo kept: above 1, of the candidates inside the training photos'
-    /// support (MobileNetV2 features), the ones farthest apart are kept: more variety at little
-    /// cost in realism (1 keeps every drawn photo; needs --data, --split and --weights).
+    /// Candidates drawn per photo kept: above 1, each photo is the candidate inside the training
+    /// photos' support (MobileNetV2 features) farthest from the photos kept before it: more
+    /// variety at little cost in realism (1 keeps every drawn photo; above 1 needs --data,
+    /// --split and --weights).
     #[arg(long, default_value_t = Sampling::default().select_from)]
     select_from: usize,
 }

@@ -49,11 +49,10 @@ pub const LATENT_SCALE: f64 = 1.25;
 /// default), the kept ones chosen by [`super::select::spread`]. The default GAN at step 4000, 167
 /// (fold 0) and 166 (fold 1) photos at latent scale 1.25 against the folds' held-out photos
 /// (docs/results.md): every drawn photo kept gave recall 0.24 and 0.21, precision 0.71 and 0.64,
-/// Fréchet distance 167.1 and 189.4 (floors 142.6 and 138.0); 4 candidates gave recall
-/// 0.38/0.37/0.37 and 0.32/0.39/0.38 (seeds 0/1/2), precision 0.67-0.72 and 0.69-0.80, Fréchet
-/// distance 173.0-176.1 and 177.1-179.8; 2 gave recall 0.23 and 0.19, 8 recall 0.45 and 0.48 but
-/// precision 0.56 and Fréchet distance 190.1 on fold 0. Keeping the candidates nearest each
-/// training photo instead of the spread-out ones gave recall 0.15 and 0.08.
+/// Fréchet distance 167.1 and 189.4 (floors 142.6 and 138.0); 1 of 4 gave recall 0.37/0.34 and
+/// 0.29/0.38 (seeds 0/1), precision 0.72/0.68 and 0.78/0.71, Fréchet distance 172.6/177.6 and
+/// 178.2/179.7. Choosing 1 of 8 at once gave recall 0.45 and 0.48 but precision 0.56 on fold 0
+/// (Fréchet distance 190.1); 1 of 2, recall 0.23 and 0.19.
 pub const SELECT_FROM: usize = 4;
 
 /// How a GAN's photos are drawn.
@@ -62,8 +61,8 @@ pub struct Sampling {
     /// Factor on the latent noise's standard deviation (1: as in training; above 1 trades
     /// realism for variety).
     pub latent_scale: f64,
-    /// Candidates drawn per kept photo (1: every drawn photo kept; above 1, the realistic ones
-    /// farthest apart in feature space are kept, see [`super::select`]).
+    /// Candidates drawn per kept photo (1: every drawn photo kept; above 1, each photo is the
+    /// realistic candidate farthest from those kept before it, see [`super::select`]).
     pub select_from: usize,
 }
 
@@ -280,7 +279,8 @@ pub fn sample_with(
             super::eval::features(&net, &images, device)?,
             super::eval::features(&net, &training, device)?,
         );
-        let kept = super::select::spread(&fc, &ft, n, super::eval::PR_NEIGHBOURS);
+        let kept =
+            super::select::spread(&fc, &ft, sampling.select_from, super::eval::PR_NEIGHBOURS);
         let mut slots: Vec<Option<image::RgbImage>> = images.into_iter().map(Some).collect();
         images = kept
             .into_iter()

@@ -1,6 +1,7 @@
-//! Which generated photos to keep when more are drawn than needed: of the candidates that look
-//! real (inside the training photos' support, as precision counts "realistic"), the ones
-//! farthest apart. A generator that covers a fifth of the held-out photos still draws, now and
+//! Which generated photos to keep when more are drawn than needed: `K` candidates are drawn per
+//! photo, and each photo in turn is, of the candidates drawn so far that look real (inside the
+//! training photos' support, as precision counts "realistic"), the one farthest from the photos
+//! kept before it. A generator that covers a fifth of the held-out photos still draws, now and
 //! then, photos of the rest; keeping those instead of a fourth copy of its favourite texture is
 //! what raises recall.
 
@@ -8,26 +9,26 @@ use nalgebra::DMatrix;
 
 use super::eval::{knn_radii, squared_distances};
 
-/// Indices of `n` rows of `candidates` in farthest-point order: the first realistic candidate,
-/// then each time the one farthest from all kept so far. Realistic candidates lie inside a ball
-/// around some training photo reaching that photo's `k`-th nearest training neighbour; when
-/// fewer than `n` do, the rest are those nearest to such a ball. Every prefix of the result is
-/// itself spread out, so an arm that takes the first half of the photos keeps a spread half.
-/// With `k` or fewer training photos there is no support to draw: every candidate counts.
-/// Panics if there are fewer than `n` candidates.
+/// Indices of `candidates.nrows() / per_photo` rows of `candidates`, one per photo in turn:
+/// photo `i` chooses among the first `(i + 1) · per_photo` candidates not taken yet, the
+/// realistic one whose nearest kept photo is farthest (the first photo: its first realistic
+/// candidate); when none is realistic, the one nearest to the support. Realistic candidates lie
+/// inside a ball around some training photo reaching that photo's `k`-th nearest training
+/// neighbour; with `k` or fewer training photos there is no support to draw and every candidate
+/// counts. The first `m` photos are chosen from the first `m · per_photo` candidates only, by the
+/// same rule: exactly the photos of a draw of `m`, so an arm that takes half the photos gets
+/// photos chosen as strictly as the whole set. Panics unless `candidates` has a whole number of
+/// photos' candidates.
 pub fn spread(
     candidates: &DMatrix<f64>,
     training: &DMatrix<f64>,
-    n: usize,
+    per_photo: usize,
     k: usize,
 ) -> Vec<usize> {
     assert!(
-        candidates.nrows() >= n,
-        "fewer candidates than photos asked for"
+        per_photo > 0 && candidates.nrows().is_multiple_of(per_photo),
+        "candidates must come in groups of {per_photo}"
     );
-    if n == 0 {
-        return Vec::new();
-    }
     // How far outside the support each candidate is (≤ 0: inside).
     let outside: Vec<f64> = if training.nrows() > k && k > 0 {
         let radii = knn_radii(training, k);
@@ -42,41 +43,37 @@ pub fn spread(
     } else {
         vec![0.0; candidates.nrows()]
     };
-    let mut pool: Vec<usize> = (0..candidates.nrows())
-        .filter(|&c| outside[c] <= 0.0)
-        .collect();
-    if pool.len() < n {
-        let mut rest: Vec<usize> = (0..candidates.nrows())
-            .filter(|&c| outside[c] > 0.0)
-            .collect();
-        rest.sort_by(|&a, &b| outside[a].total_cmp(&outside[b]));
-        rest.truncate(n - pool.len());
-        pool.extend(rest);
-        pool.sort();
-    }
-    // Squared distance of each pool candidate to the nearest kept one, updated per pick (a full
+    // Squared distance of every candidate to its nearest kept photo, updated per pick (a full
     // candidate-by-candidate matrix would not fit for large draws).
-    let rows: Vec<_> = pool.iter().map(|&c| candidates.row(c)).collect();
-    let distance_to = |c: usize| -> Vec<f64> {
-        let x = candidates.row(c);
-        rows.iter().map(|r| (r - x).norm_squared()).collect()
-    };
-    let mut kept = vec![pool[0]];
-    let mut nearest = distance_to(pool[0]);
-    nearest[0] = f64::NEG_INFINITY;
-    while kept.len() < n {
-        let (i, _) = nearest
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-            .expect("the pool is not empty");
-        kept.push(pool[i]);
-        for (m, d) in nearest.iter_mut().zip(distance_to(pool[i])) {
-            *m = m.min(d);
+    let mut nearest = vec![f64::INFINITY; candidates.nrows()];
+    let mut taken = vec![false; candidates.nrows()];
+    let photos = candidates.nrows() / per_photo;
+    let mut kept = Vec::with_capacity(photos);
+    for photo in 0..photos {
+        let open = (photo + 1) * per_photo;
+        let available = || (0..open).filter(|&c| !taken[c]);
+        let pick = if available().any(|c| outside[c] <= 0.0) {
+            // max_by keeps the last of equals: reversed, so the first of equals wins.
+            available()
+                .filter(|&c| outside[c] <= 0.0)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .max_by(|&a, &b| nearest[a].total_cmp(&nearest[b]))
+                .expect("not empty")
+        } else {
+            available()
+                .min_by(|&a, &b| outside[a].total_cmp(&outside[b]))
+                .expect("a photo's candidates are not all taken")
+        };
+        taken[pick] = true;
+        kept.push(pick);
+        let x = candidates.row(pick);
+        for (c, m) in nearest.iter_mut().enumerate() {
+            if !taken[c] {
+                *m = m.min((candidates.row(c) - x).norm_squared());
+            }
         }
-        // A kept candidate is at distance 0 from itself; this keeps it from being picked again
-        // when the rest of the pool are exact copies of kept ones.
-        nearest[i] = f64::NEG_INFINITY;
     }
     kept
 }
@@ -96,47 +93,56 @@ mod tests {
     }
 
     #[test]
-    fn the_kept_photos_reach_every_mode_and_leave_out_unrealistic_ones() {
-        // The generator draws mostly around 0, twice around 10 and twice far from any photo.
-        let mut xs: Vec<f64> = (0..20).map(|i| 0.01 * i as f64).collect();
-        xs.extend([10.15, 50.0, 10.05, -40.0]);
-        let kept = spread(&line(&xs), &two_modes(), 4, 3);
-        let value = |c: &usize| xs[*c];
-        // First two picks: one of each mode (drawing the first four would keep only mode 0).
-        let modes: Vec<bool> = kept[..2].iter().map(|c| value(c) > 5.0).collect();
-        assert!(modes.contains(&true) && modes.contains(&false), "{kept:?}");
-        assert!(kept.iter().all(|c| value(c).abs() < 11.0), "{kept:?}");
-        let both_far = kept.iter().filter(|c| value(c) > 5.0).count();
-        assert_eq!(both_far, 2, "{kept:?}");
-        let mut unique = kept.clone();
+    fn each_photo_is_the_open_candidate_farthest_from_the_kept_ones() {
+        // Three candidates per photo. Photo 0 chooses among [50, 0.1, 0.15]: its first
+        // realistic candidate, 0.1 (50 is outside the support). Photo 1 adds [0.12, 10.1, 0.11]
+        // and takes 10.1, the farthest from 0.1. Photo 2 adds [0.3, -40, 0.12]: 0.3 is the
+        // farthest realistic one from both kept photos; -40 is never taken.
+        let xs = [50.0, 0.1, 0.15, 0.12, 10.1, 0.11, 0.3, -40.0, 0.12];
+        let kept = spread(&line(&xs), &two_modes(), 3, 3);
+        assert_eq!(kept, vec![1, 4, 6]);
+        // With 10.1 drawn only for photo 2, photo 1 takes the farthest of what it has (0.15).
+        let late = [50.0, 0.1, 0.15, 0.12, 0.13, 0.11, 0.3, 10.1, 0.12];
+        assert_eq!(spread(&line(&late), &two_modes(), 3, 3), vec![1, 2, 7]);
+    }
+
+    #[test]
+    fn without_realistic_candidates_the_nearest_to_the_support_is_kept() {
+        let xs = [100.0, 12.0, 30.0];
+        assert_eq!(spread(&line(&xs), &two_modes(), 3, 3), vec![1]);
+    }
+
+    #[test]
+    fn a_prefix_is_the_draw_of_its_size() {
+        // The first m photos of a draw of n are the photos of a draw of m, and no candidate is
+        // kept twice.
+        let xs: Vec<f64> = (0..40).map(|i| ((i * 37) % 23) as f64 * 0.5).collect();
+        let training = line(&(0..12).map(|i| i as f64).collect::<Vec<_>>());
+        let all = spread(&line(&xs), &training, 4, 3);
+        let half = spread(&line(&xs[..20]), &training, 4, 3);
+        assert_eq!(all.len(), 10);
+        assert_eq!(&all[..5], &half[..]);
+        for (photo, &c) in all.iter().enumerate() {
+            assert!(c < (photo + 1) * 4, "{all:?}");
+        }
+        let mut unique = all.clone();
         unique.sort();
         unique.dedup();
-        assert_eq!(unique.len(), 4, "a candidate kept twice: {kept:?}");
+        assert_eq!(unique.len(), 10, "{all:?}");
+        // Spread out: the kept photos are at least 1 apart (0, 1, 2.5, 3.5, 5, 6, 7, 8, 9.5,
+        // 11), the first ten candidates as little as 0.5 (0 and 0.5).
+        let gap = |idx: &[usize]| {
+            let mut v: Vec<f64> = idx.iter().map(|&c| xs[c]).collect();
+            v.sort_by(f64::total_cmp);
+            v.windows(2).map(|w| w[1] - w[0]).fold(f64::MAX, f64::min)
+        };
+        assert_eq!(gap(&all), 1.0, "{all:?}");
+        assert_eq!(gap(&(0..10).collect::<Vec<_>>()), 0.5);
     }
 
     #[test]
-    fn too_few_realistic_candidates_are_completed_by_the_nearest_others() {
-        // One candidate inside the support; of the others, 12 is nearest to it, 100 farthest.
-        let xs = [0.15, 100.0, 12.0, 30.0];
-        let kept = spread(&line(&xs), &two_modes(), 2, 3);
-        let mut got: Vec<f64> = kept.iter().map(|&c| xs[c]).collect();
-        got.sort_by(f64::total_cmp);
-        assert_eq!(got, vec![0.15, 12.0]);
-    }
-
-    #[test]
-    fn a_prefix_is_spread_and_copies_are_kept_last() {
-        // Candidates at 0..=4 (each twice): the farthest-point order takes the ends, then the
-        // middle, before any copy.
-        let xs = [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0];
-        let kept = spread(&line(&xs), &line(&[]), 10, 3);
-        let firsts: Vec<f64> = kept[..3].iter().map(|&c| xs[c]).collect();
-        assert_eq!(firsts, vec![0.0, 4.0, 2.0]);
-        let mut first_five: Vec<f64> = kept[..5].iter().map(|&c| xs[c]).collect();
-        first_five.sort_by(f64::total_cmp);
-        assert_eq!(first_five, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
-        let mut all = kept.clone();
-        all.sort();
-        assert_eq!(all, (0..10).collect::<Vec<_>>());
+    fn one_candidate_per_photo_keeps_every_candidate() {
+        let xs = [3.0, 1.0, 2.0];
+        assert_eq!(spread(&line(&xs), &line(&[]), 1, 3), vec![0, 1, 2]);
     }
 }
