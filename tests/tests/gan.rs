@@ -296,11 +296,18 @@ fn a_packed_fold_trains_the_gan_of_its_split() {
     assert_eq!(train(&from_split, "pack-run", 3), 3);
 
     // Wider latent noise: other photos from the same seed, recorded; scale 1 is plain sampling.
-    use mpox_trainer::gan::sample::{sample, sample_scaled};
+    use mpox_trainer::gan::sample::{sample, sample_with, Reference, Sampling};
     let ckpt = dir.join("pack-run/gan.safetensors");
+    let sample_scaled = |scale: f64, out: &str| {
+        let sampling = Sampling {
+            latent_scale: scale,
+            ..Sampling::plain()
+        };
+        sample_with(&ckpt, 3, 5, &sampling, None, &dir.join(out), &Device::Cpu)
+    };
     let plain = sample(&ckpt, 3, 5, &dir.join("s-plain"), &Device::Cpu).unwrap();
-    let one = sample_scaled(&ckpt, 3, 5, 1.0, &dir.join("s-one"), &Device::Cpu).unwrap();
-    let wide = sample_scaled(&ckpt, 3, 5, 2.0, &dir.join("s-wide"), &Device::Cpu).unwrap();
+    let one = sample_scaled(1.0, "s-one").unwrap();
+    let wide = sample_scaled(2.0, "s-wide").unwrap();
     assert_eq!(
         (plain.latent_scale, one.latent_scale, wide.latent_scale),
         (1.0, 1.0, 2.0)
@@ -318,14 +325,13 @@ fn a_packed_fold_trains_the_gan_of_its_split() {
         .unwrap()
         .contains("latent_scale"));
     for bad in [0.0, -1.0, f64::NAN] {
-        let err = sample_scaled(&ckpt, 3, 5, bad, &dir.join("s-bad"), &Device::Cpu).unwrap_err();
+        let err = sample_scaled(bad, "s-bad").unwrap_err();
         assert!(err.to_string().contains("latent scale"), "{err}");
     }
 
     // Three candidates per photo, the realistic ones farthest apart kept: exactly the candidates
     // `select::spread` picks from the plain draw of the same seed, recorded as such; refused
     // without the training photos or with no candidate.
-    use mpox_trainer::gan::sample::{sample_with, Reference, Sampling};
     use mpox_trainer::gan::{eval, select};
     let weights = mpox_e2e::random_feature_weights(&dir.join("features.safetensors"), 3);
     let picky = Sampling {

@@ -86,7 +86,16 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
     // Asked for more GAN steps, the generator continues from its checkpoint, its photos are
     // sampled again, and the model that learnt from the old ones trains again.
     let model = out.join("model").join(mpox_trainer::train::files::MODEL);
-    let model_before = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let modified = || std::fs::metadata(&model).unwrap().modified().unwrap();
+    // What the model's fold records of the photos it learnt from.
+    let stamp = || {
+        std::fs::read_to_string(
+            out.join("model")
+                .join(mpox_trainer::crossval::SYNTHETIC_STAMP),
+        )
+        .unwrap()
+    };
+    let model_before = modified();
     let mut longer = config.clone();
     longer.gan.as_mut().unwrap().config.steps = 6;
     pipeline(&longer, &out, &Device::Cpu, false).unwrap();
@@ -100,21 +109,11 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
     let generator = mpox_trainer::gan::sample::checkpoint_sha256(&checkpoint).unwrap();
     assert_ne!(resampled.checkpoint_sha256, manifest.checkpoint_sha256);
     assert_eq!(resampled.checkpoint_sha256, generator);
-    assert_eq!(
-        std::fs::read_to_string(
-            out.join("model")
-                .join(mpox_trainer::crossval::SYNTHETIC_STAMP)
-        )
-        .unwrap(),
-        generator
-    );
-    assert_ne!(
-        std::fs::metadata(&model).unwrap().modified().unwrap(),
-        model_before
-    );
+    assert_eq!(stamp(), generator);
+    assert_ne!(modified(), model_before);
     // Drawn at another latent scale, the same generator's photos are sampled again, the fold
     // records it, and the model trains again.
-    let model_before = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let model_before = modified();
     let mut wider = longer.clone();
     wider.gan.as_mut().unwrap().sampling.latent_scale = 1.25;
     pipeline(&wider, &out, &Device::Cpu, false).unwrap();
@@ -123,38 +122,21 @@ fn pipeline_with_gan_photos_records_them_in_the_model_card() {
         (wide.checkpoint_sha256.as_str(), wide.latent_scale),
         (generator.as_str(), 1.25)
     );
-    assert_eq!(
-        std::fs::read_to_string(
-            out.join("model")
-                .join(mpox_trainer::crossval::SYNTHETIC_STAMP)
-        )
-        .unwrap(),
-        format!("{generator} latent-scale 1.25")
-    );
-    assert_ne!(
-        std::fs::metadata(&model).unwrap().modified().unwrap(),
-        model_before
-    );
+    assert_eq!(stamp(), format!("{generator} latent-scale 1.25"));
+    assert_ne!(modified(), model_before);
     // Kept from a larger draw (the default), likewise; and refused up front without feature
     // weights to keep them by.
-    let model_before = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let model_before = modified();
     let mut picky = wider.clone();
     picky.gan.as_mut().unwrap().sampling.select_from = 2;
     pipeline(&picky, &out, &Device::Cpu, false).unwrap();
     let kept = mpox_trainer::gan::sample::read_manifest(&samples).unwrap();
     assert_eq!((kept.select_from, kept.files.len()), (2, wide.files.len()));
     assert_eq!(
-        std::fs::read_to_string(
-            out.join("model")
-                .join(mpox_trainer::crossval::SYNTHETIC_STAMP)
-        )
-        .unwrap(),
+        stamp(),
         format!("{generator} latent-scale 1.25 select-from 2")
     );
-    assert_ne!(
-        std::fs::metadata(&model).unwrap().modified().unwrap(),
-        model_before
-    );
+    assert_ne!(modified(), model_before);
     // The paper's DCGAN needs no feature weights, but keeping photos does.
     let mut blind = picky.clone();
     blind.gan.as_mut().unwrap().config = GanConfig::dcgan(2);

@@ -209,22 +209,6 @@ pub fn sample(
     sample_with(checkpoint, n, seed, &Sampling::plain(), None, out, device)
 }
 
-/// [`sample`] with the latent noise's standard deviation multiplied by `latent_scale`.
-pub fn sample_scaled(
-    checkpoint: &Path,
-    n: usize,
-    seed: u64,
-    latent_scale: f64,
-    out: &Path,
-    device: &candle_core::Device,
-) -> Result<SyntheticManifest> {
-    let sampling = Sampling {
-        latent_scale,
-        ..Sampling::plain()
-    };
-    sample_with(checkpoint, n, seed, &sampling, None, out, device)
-}
-
 /// [`sample`] drawn as `sampling` says; selection (`select_from` above 1) compares the
 /// candidates with `reference`'s training photos and needs it.
 pub fn sample_with(
@@ -284,7 +268,7 @@ pub fn sample_with(
         let mut slots: Vec<Option<image::RgbImage>> = images.into_iter().map(Some).collect();
         images = kept
             .into_iter()
-            .map(|i| slots[i].take().expect("matching keeps each candidate once"))
+            .map(|i| slots[i].take().expect("spread keeps each candidate once"))
             .collect();
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;

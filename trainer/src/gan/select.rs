@@ -52,20 +52,19 @@ pub fn spread(
     for photo in 0..photos {
         let open = (photo + 1) * per_photo;
         let available = || (0..open).filter(|&c| !taken[c]);
-        let pick = if available().any(|c| outside[c] <= 0.0) {
-            // max_by keeps the last of equals: reversed, so the first of equals wins.
+        // The farthest realistic candidate, the first of equals.
+        let farthest =
             available()
                 .filter(|&c| outside[c] <= 0.0)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .max_by(|&a, &b| nearest[a].total_cmp(&nearest[b]))
-                .expect("not empty")
-        } else {
+                .fold(None, |best: Option<usize>, c| match best {
+                    Some(b) if nearest[b] >= nearest[c] => Some(b),
+                    _ => Some(c),
+                });
+        let pick = farthest.unwrap_or_else(|| {
             available()
                 .min_by(|&a, &b| outside[a].total_cmp(&outside[b]))
                 .expect("a photo's candidates are not all taken")
-        };
+        });
         taken[pick] = true;
         kept.push(pick);
         let x = candidates.row(pick);
