@@ -354,7 +354,8 @@ mod tests {
         config.fit.probe_views = 4;
         // Nor, without feature weights, can the GAN's photos be kept from a larger draw.
         let err = ablate(&config, Path::new("/nonexistent/out"), &Device::Cpu).unwrap_err();
-        assert!(err.to_string().contains("--select-from 4"), "{err}");
+        let wanted = format!("--select-from {}", crate::gan::sample::SELECT_FROM);
+        assert!(err.to_string().contains(&wanted), "{err}");
         config.sampling.select_from = 1;
         let err = ablate(&config, Path::new("/nonexistent/out"), &Device::Cpu).unwrap_err();
         assert!(!err.to_string().contains("--probe-views"), "{err}");
