@@ -42,7 +42,10 @@ pub struct SyntheticManifest {
 /// 0.71/0.64/0.74, Fréchet distance 167.1/173.6/170.3 (floor 142.6), KID 0.027 against 0.036;
 /// 1.15, 1.35, 1.5 and 2 gave less recall than 1.25. Not confirmed on fold 1 (seeds 0, 1):
 /// recall 0.18/0.23 at 1 against 0.22/0.21 at 1.25, Fréchet distance 169.2/174.1 against
-/// 186.7/189.4 (floor 138.0); to be chosen again from all five folds.
+/// 186.7/189.4 (floor 138.0). With 1 of 8 kept ([`SELECT_FROM`]), all five ablation folds
+/// (seed = fold): scale 1 gave recall 0.37/0.44/0.39/0.29/0.33, precision 0.62-0.68, 1.31-1.32x
+/// the Fréchet floor; 1.25 gave recall 0.43/0.45/0.40/0.36/0.34, precision 0.56-0.64,
+/// 1.32-1.35x: only 1.25 keeps recall at 0.3 or above on every fold.
 pub const LATENT_SCALE: f64 = 1.25;
 
 /// Candidates drawn per photo kept by `ablate` and `pipeline --gan` (and `gan sample`'s
