@@ -4,7 +4,8 @@
 //! caching pass of the probe phase.
 //!
 //! `cargo bench -p mpox-trainer --bench train_step` prints a Markdown table. Set
-//! `MPOX_BENCH_QUICK=1` for one timed repetition instead of three (the best is kept), and
+//! `MPOX_BENCH_QUICK=1` for one timed repetition instead of three (the best is kept),
+//! `MPOX_BENCH_REPS=N` for N (a profiler then sees mostly steady steps, not the warm-up), and
 //! `MPOX_BENCH_TSV=FILE` to also write `key, step, input, batch, seconds` rows, which
 //! `scripts/bench-vs-pytorch.sh` sets beside PyTorch's timings of the same rows.
 //! `MPOX_BENCH_DEVICE=cuda` runs on the GPU (a build with the `cuda` feature: scripts/gpu-check.sh
@@ -114,10 +115,10 @@ const GPU_ONLY: [&str; 2] = ["mnv2-all-224-64", "resnet18-all-224-64"];
 fn main() {
     // What the trainer's binary does first: the thread and allocation settings of `fit`.
     mpox_trainer::ops::runtime::configure();
-    let reps = if std::env::var("MPOX_BENCH_QUICK").is_ok() {
-        1
-    } else {
-        3
+    let reps = match std::env::var("MPOX_BENCH_REPS") {
+        Ok(n) => n.parse().expect("MPOX_BENCH_REPS: a number of repetitions"),
+        Err(_) if std::env::var("MPOX_BENCH_QUICK").is_ok() => 1,
+        Err(_) => 3,
     };
     let mut table = Table {
         tsv: std::env::var_os("MPOX_BENCH_TSV").map(|p| std::fs::File::create(p).unwrap()),

@@ -12,7 +12,8 @@
 //! the result lands in place in `[N, C, H, W]`. Groups are as small as keeps the product wide
 //! ([`GROUP_COLUMNS`]): a single image at the networks' early, large feature maps (no reshuffle
 //! of the output at all), several at the small late ones. Groups run in parallel when there are
-//! enough of them, and the product itself is parallel otherwise.
+//! enough of them (as many images for each thread); otherwise the product itself is parallel,
+//! and so is the layout work around it.
 
 use std::ops::Range;
 
@@ -21,7 +22,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::winograd::{self, Filters};
-use super::{cpu_slice, on_cpu, output, scratch, valid_range};
+use super::{cpu_slice, on_cpu, output, scratch, valid_range, SplitRows};
 
 /// Output positions a group of images should at least offer a matrix product: below this the
 /// products are too thin for `gemm`'s register tiles. Measured with the `train_step` bench:
@@ -29,18 +30,68 @@ use super::{cpu_slice, on_cpu, output, scratch, valid_range};
 /// beyond the noise.
 const GROUP_COLUMNS: usize = 512;
 
-/// Images per product for `n` images of `columns` output positions (or tiles) each: as few as
-/// give [`GROUP_COLUMNS`].
-pub(super) fn group_size(n: usize, columns: usize) -> usize {
-    GROUP_COLUMNS.div_ceil(columns.max(1)).clamp(1, n.max(1))
+/// The groups of images, in order, for `n` images of `columns` output positions (or tiles)
+/// each: each as few images as give [`GROUP_COLUMNS`], and when there are at least as many
+/// groups as threads, as many images for each thread (rayon halves the list of groups, so each
+/// thread takes one run). Cut without the runs, 16 images of 49 positions (ResNet-18's third
+/// stage at 112 px) made groups of 11 and 5, and one thread waited a third of the layer.
+pub(super) fn image_groups(n: usize, columns: usize) -> Vec<Range<usize>> {
+    let most = GROUP_COLUMNS.div_ceil(columns.max(1)).clamp(1, n.max(1));
+    let threads = rayon::current_num_threads().max(1);
+    let runs = if n.div_ceil(most) >= threads {
+        threads
+    } else {
+        1
+    };
+    even_split(0..n, runs)
+        .flat_map(|run| {
+            let parts = run.len().div_ceil(most);
+            even_split(run, parts)
+        })
+        .collect()
 }
 
-/// `0..n` in runs of `group` images.
-pub(super) fn image_groups(n: usize, group: usize) -> Vec<Range<usize>> {
-    (0..n)
-        .step_by(group)
-        .map(|b| b..(b + group).min(n))
+/// `range` cut into `parts` consecutive, non-empty ranges whose lengths differ by at most one.
+fn even_split(range: Range<usize>, parts: usize) -> impl Iterator<Item = Range<usize>> {
+    let len = range.len();
+    let parts = parts.clamp(1, len.max(1));
+    (0..parts)
+        .map(move |i| range.start + i * len / parts..range.start + (i + 1) * len / parts)
+        .filter(|r| !r.is_empty())
+}
+
+/// `data` (`per_image` values for each image) cut into the slices of `groups`.
+pub(super) fn group_slices<'a>(
+    mut data: &'a mut [f32],
+    groups: &[Range<usize>],
+    per_image: usize,
+) -> Vec<&'a mut [f32]> {
+    groups
+        .iter()
+        .map(|g| {
+            let (head, rest) = std::mem::take(&mut data).split_at_mut(g.len() * per_image);
+            data = rest;
+            head
+        })
         .collect()
+}
+
+/// Runs `f(i, chunk)` on each `size`-long chunk of `data`, across the threads when `spread`:
+/// with fewer groups of images than threads, a group's layout work (columns, transforms) is
+/// shared out instead of keeping the other threads waiting for the product.
+pub(super) fn each_chunk(
+    data: &mut [f32],
+    size: usize,
+    spread: bool,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    if spread {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    }
 }
 
 /// Geometry of a square-kernel convolution over an `h`×`w` input.
@@ -89,14 +140,11 @@ struct Plan {
     n: usize,
     c: usize,
     o: usize,
-    /// Images per group.
-    group: usize,
 }
 
 impl Plan {
     fn new(g: Window, n: usize, c: usize, o: usize) -> Self {
-        let group = group_size(n, g.oh * g.ow);
-        Self { g, n, c, o, group }
+        Self { g, n, c, o }
     }
 
     /// Output positions per image.
@@ -118,116 +166,147 @@ impl Plan {
     }
 
     fn groups(&self) -> Vec<Range<usize>> {
-        image_groups(self.n, self.group)
+        image_groups(self.n, self.l())
     }
 
-    /// The parallelism left to `gemm` when `jobs` independent products run at once.
-    fn parallelism(jobs: usize) -> Parallelism {
+    /// The parallelism left to `gemm` when `jobs` independent products run at once, and whether
+    /// the layout work around each product is to be spread over the threads too.
+    fn parallelism(jobs: usize) -> (Parallelism, bool) {
         let threads = rayon::current_num_threads();
         if jobs >= threads || threads == 1 {
-            Parallelism::None
+            (Parallelism::None, false)
         } else {
-            Parallelism::Rayon(threads)
+            (Parallelism::Rayon(threads), true)
         }
     }
 
     /// The columns of images `images` (`[c·k·k, G·l]`): the input itself when it can be, else
-    /// laid out in `buf`.
-    fn columns<'a>(&self, x: &'a [f32], images: &Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    /// laid out in `buf` (across the threads when `spread`).
+    ///
+    /// A strided window reads its input rows split by phase first ([`SplitRows`]), so that each
+    /// tap's part of a row is one contiguous copy, not a gather of every `stride`-th value
+    /// (13 % of a DCGAN step).
+    fn columns<'a>(
+        &self,
+        x: &'a [f32],
+        images: &Range<usize>,
+        buf: &'a mut Vec<f32>,
+        spread: bool,
+    ) -> &'a [f32] {
         if self.g.is_pointwise() && images.len() == 1 {
             return &x[images.start * self.in_len()..images.end * self.in_len()];
         }
         let (g, l, gl) = (self.g, self.l(), images.len() * self.l());
+        let phases = SplitRows::new(g.w, g.stride, g.padding);
         let buf = scratch::prefix(buf, self.k() * gl);
-        for (row_index, row) in buf.chunks_mut(gl).enumerate() {
-            let ch = row_index / (g.k * g.k);
-            let (ky, kx) = ((row_index / g.k) % g.k, row_index % g.k);
-            let cols = g.valid(kx, g.w, g.ow);
-            for (j, b) in images.clone().enumerate() {
-                let plane = &x[(b * self.c + ch) * g.h * g.w..][..g.h * g.w];
-                let dst_img = &mut row[j * l..(j + 1) * l];
-                // Zeros only where the window reads the padding: the buffer is reused, and
-                // filling all of it first would write every element twice.
-                let rows = g.valid(ky, g.h, g.oh);
-                dst_img[..rows.start * g.ow].fill(0.0);
-                dst_img[rows.end * g.ow..].fill(0.0);
-                for oy in rows {
-                    let src_row = &plane[(oy * g.stride + ky - g.padding) * g.w..][..g.w];
-                    let dst = &mut dst_img[oy * g.ow..(oy + 1) * g.ow];
-                    dst[..cols.start].fill(0.0);
-                    dst[cols.end..].fill(0.0);
-                    if g.stride == 1 {
-                        let start = cols.start + kx - g.padding;
+        scratch::with(|[split]| {
+            let src = &x[images.start * self.in_len()..images.end * self.in_len()];
+            let src = if g.stride == 1 {
+                src
+            } else {
+                let split = scratch::prefix(split, images.len() * self.c * g.h * phases.row);
+                each_chunk(split, g.h * phases.row, spread, |plane, dst| {
+                    phases.split(&src[plane * g.h * g.w..][..g.h * g.w], dst);
+                });
+                split
+            };
+            each_chunk(buf, gl, spread, |row_index, row| {
+                let ch = row_index / (g.k * g.k);
+                let (ky, kx) = ((row_index / g.k) % g.k, row_index % g.k);
+                let cols = g.valid(kx, g.w, g.ow);
+                let start = phases.start(kx, &cols);
+                for (j, dst_img) in row.chunks_mut(l).enumerate() {
+                    let plane = &src[(j * self.c + ch) * g.h * phases.row..][..g.h * phases.row];
+                    // Zeros only where the window reads the padding: the buffer is reused, and
+                    // filling all of it first would write every element twice.
+                    let rows = g.valid(ky, g.h, g.oh);
+                    dst_img[..rows.start * g.ow].fill(0.0);
+                    dst_img[rows.end * g.ow..].fill(0.0);
+                    for oy in rows {
+                        let src_row = &plane[(oy * g.stride + ky - g.padding) * phases.row..];
+                        let dst = &mut dst_img[oy * g.ow..(oy + 1) * g.ow];
+                        dst[..cols.start].fill(0.0);
+                        dst[cols.end..].fill(0.0);
                         dst[cols.clone()].copy_from_slice(&src_row[start..start + cols.len()]);
-                    } else {
-                        for ox in cols.clone() {
-                            dst[ox] = src_row[ox * g.stride + kx - g.padding];
-                        }
                     }
                 }
-            }
-        }
+            });
+        });
         buf
     }
 
     /// Adds columns `cols` (`[c·k·k, G·l]`) into the images they came from (`dst`: the group's
-    /// `[G, c, h, w]`), summing overlapping windows: the adjoint of [`Self::columns`].
-    fn add_columns(&self, cols: &[f32], images: usize, dst: &mut [f32]) {
+    /// `[G, c, h, w]`, overwritten), summing overlapping windows: the adjoint of
+    /// [`Self::columns`]. A strided window sums into split rows, as [`Self::columns`] reads them,
+    /// and merges them at the end.
+    fn add_columns(&self, cols: &[f32], images: usize, dst: &mut [f32], spread: bool) {
         let (g, l, gl) = (self.g, self.l(), images * self.l());
-        for (plane_index, xp) in dst.chunks_mut(g.h * g.w).enumerate() {
+        let phases = SplitRows::new(g.w, g.stride, g.padding);
+        each_chunk(dst, g.h * g.w, spread, |plane_index, xp| {
             let (j, ch) = (plane_index / self.c, plane_index % self.c);
-            for ky in 0..g.k {
-                for kx in 0..g.k {
-                    let row = &cols[(ch * g.k * g.k + ky * g.k + kx) * gl + j * l..][..l];
-                    let span = g.valid(kx, g.w, g.ow);
-                    for oy in g.valid(ky, g.h, g.oh) {
-                        let iy = oy * g.stride + ky - g.padding;
-                        let src = &row[oy * g.ow..(oy + 1) * g.ow];
-                        let out = &mut xp[iy * g.w..(iy + 1) * g.w];
-                        if g.stride == 1 {
-                            let start = span.start + kx - g.padding;
-                            for (d, s) in out[start..start + span.len()]
-                                .iter_mut()
-                                .zip(&src[span.clone()])
-                            {
+            let sum = |plane: &mut [f32]| {
+                plane.fill(0.0);
+                for ky in 0..g.k {
+                    for kx in 0..g.k {
+                        let row = &cols[(ch * g.k * g.k + ky * g.k + kx) * gl + j * l..][..l];
+                        let span = g.valid(kx, g.w, g.ow);
+                        let start = phases.start(kx, &span);
+                        for oy in g.valid(ky, g.h, g.oh) {
+                            let iy = oy * g.stride + ky - g.padding;
+                            let src = &row[oy * g.ow..(oy + 1) * g.ow];
+                            let out = &mut plane[iy * phases.row + start..][..span.len()];
+                            for (d, s) in out.iter_mut().zip(&src[span.clone()]) {
                                 *d += s;
-                            }
-                        } else {
-                            for ox in span.clone() {
-                                out[ox * g.stride + kx - g.padding] += src[ox];
                             }
                         }
                     }
                 }
+            };
+            if g.stride == 1 {
+                sum(xp);
+            } else {
+                scratch::with(|[split]| {
+                    let split = scratch::prefix(split, g.h * phases.row);
+                    sum(split);
+                    phases.merge(split, xp);
+                });
             }
-        }
+        });
     }
 
     /// The group's `[o, G·l]` matrix of an `[N, o, l]` tensor: in place for one image, else
-    /// gathered into `buf`.
-    fn gather<'a>(&self, y: &'a [f32], images: &Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    /// gathered into `buf` (across the threads when `spread`).
+    fn gather<'a>(
+        &self,
+        y: &'a [f32],
+        images: &Range<usize>,
+        buf: &'a mut Vec<f32>,
+        spread: bool,
+    ) -> &'a [f32] {
         let (l, ol) = (self.l(), self.out_len());
         if images.len() == 1 {
             return &y[images.start * ol..images.end * ol];
         }
         let gl = images.len() * l;
         let buf = scratch::prefix(buf, self.o * gl);
-        for (j, b) in images.clone().enumerate() {
-            for oc in 0..self.o {
-                buf[oc * gl + j * l..][..l].copy_from_slice(&y[b * ol + oc * l..][..l]);
+        each_chunk(buf, gl, spread, |oc, row| {
+            for (j, b) in images.clone().enumerate() {
+                row[j * l..][..l].copy_from_slice(&y[b * ol + oc * l..][..l]);
             }
-        }
+        });
         buf
     }
 
-    /// Writes a group's `[o, G·l]` product into its images' `[G, o, l]` slice.
-    fn scatter(&self, product: &[f32], images: usize, dst: &mut [f32]) {
-        let (l, ol, gl) = (self.l(), self.out_len(), images * self.l());
-        for j in 0..images {
-            for oc in 0..self.o {
-                dst[j * ol + oc * l..][..l].copy_from_slice(&product[oc * gl + j * l..][..l]);
+    /// Writes a group's `[o, G·l]` product into its images' `[G, o, l]` slice (across the
+    /// threads when `spread`).
+    fn scatter(&self, product: &[f32], dst: &mut [f32], spread: bool) {
+        let (l, ol) = (self.l(), self.out_len());
+        let gl = dst.len() / ol * l;
+        each_chunk(dst, ol, spread, |j, image| {
+            for (oc, plane) in image.chunks_mut(l).enumerate() {
+                plane.copy_from_slice(&product[oc * gl + j * l..][..l]);
             }
-        }
+        });
     }
 }
 
@@ -242,10 +321,11 @@ pub(super) struct Operand<'a> {
 }
 
 impl<'a> Operand<'a> {
-    pub(super) fn rows(data: &'a [f32], width: usize) -> Self {
+    /// A row-major matrix whose rows start `stride` values apart (its width, or more).
+    pub(super) fn rows(data: &'a [f32], stride: usize) -> Self {
         Self {
             data,
-            rs: width,
+            rs: stride,
             cs: 1,
         }
     }
@@ -370,14 +450,15 @@ impl CustomOp2 for Conv {
             return Ok((CpuStorage::F32(y), Shape::from((n, p.o, g.oh, g.ow))));
         }
         let groups = p.groups();
-        let par = Plan::parallelism(groups.len());
+        let (par, spread) = Plan::parallelism(groups.len());
         let mut out = output(n * p.out_len());
-        out.par_chunks_mut(p.group * p.out_len())
+        group_slices(&mut out, &groups, p.out_len())
+            .into_par_iter()
             .zip(groups)
             .for_each(|(dst, images)| {
                 scratch::with(|[cols_buf, product]| {
                     let gl = images.len() * p.l();
-                    let cols = p.columns(x, &images, cols_buf);
+                    let cols = p.columns(x, &images, cols_buf, spread);
                     let shape = (p.o, gl, p.k());
                     let (w, cols) = (Operand::rows(w, p.k()), Operand::rows(cols, gl));
                     if images.len() == 1 {
@@ -385,7 +466,7 @@ impl CustomOp2 for Conv {
                     } else {
                         let product = scratch::prefix(product, p.o * gl);
                         matmul(shape, product, false, w, cols, par);
-                        p.scatter(product, images.len(), dst);
+                        p.scatter(product, dst, spread);
                     }
                 })
             });
@@ -448,14 +529,16 @@ impl CustomOp2 for ConvData {
             return Ok((CpuStorage::F32(dx), Shape::from((n, c, g.h, g.w))));
         }
         let groups = p.groups();
-        let par = Plan::parallelism(groups.len());
-        let mut dx = vec![0f32; n * p.in_len()];
-        dx.par_chunks_mut(p.group * p.in_len())
+        let (par, spread) = Plan::parallelism(groups.len());
+        // Every element is written: by the product, or zeroed by `add_columns` first.
+        let mut dx = output(n * p.in_len());
+        group_slices(&mut dx, &groups, p.in_len())
+            .into_par_iter()
             .zip(groups)
             .for_each(|(dst, images)| {
                 scratch::with(|[dy_buf, cols]| {
                     let gl = images.len() * p.l();
-                    let dyg = Operand::rows(p.gather(dy, &images, dy_buf), gl);
+                    let dyg = Operand::rows(p.gather(dy, &images, dy_buf, spread), gl);
                     let wt = Operand::transposed(w, p.k());
                     let shape = (p.k(), gl, p.o);
                     if p.g.is_pointwise() && images.len() == 1 {
@@ -463,7 +546,7 @@ impl CustomOp2 for ConvData {
                     } else {
                         let cols = scratch::prefix(cols, p.k() * gl);
                         matmul(shape, cols, false, wt, dyg, par);
-                        p.add_columns(cols, images.len(), dst);
+                        p.add_columns(cols, images.len(), dst, spread);
                     }
                 })
             });
@@ -519,7 +602,7 @@ impl CustomOp2 for ConvFilter {
         // and the partials added in order: the same sum whatever thread ran what.
         let threads = rayon::current_num_threads().max(1);
         let runs: Vec<&[Range<usize>]> = groups.chunks(groups.len().div_ceil(threads)).collect();
-        let par = Plan::parallelism(runs.len());
+        let (par, spread) = Plan::parallelism(runs.len());
         let size = p.o * p.k();
         let partials: Vec<Vec<f32>> = runs
             .par_iter()
@@ -528,8 +611,8 @@ impl CustomOp2 for ConvFilter {
                     let mut dw = vec![0f32; size];
                     for images in run.iter() {
                         let gl = images.len() * p.l();
-                        let cols = Operand::transposed(p.columns(x, images, cols_buf), gl);
-                        let dyg = Operand::rows(p.gather(dy, images, dy_buf), gl);
+                        let cols = Operand::transposed(p.columns(x, images, cols_buf, spread), gl);
+                        let dyg = Operand::rows(p.gather(dy, images, dy_buf, spread), gl);
                         matmul((p.o, p.k(), gl), &mut dw, true, dyg, cols, par);
                     }
                     dw
@@ -613,7 +696,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
@@ -637,10 +720,59 @@ mod tests {
         d / s.max(1.0)
     }
 
+    /// Runs `f` on a pool of `threads` threads: with 3, a single group of images spreads its
+    /// layout work over the threads; with 1, nothing is spread.
+    pub(in crate::ops) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+
+    #[test]
+    fn groups_cover_the_images_in_order_with_as_many_for_each_thread() {
+        let groups = |threads, n, columns| on_threads(threads, || image_groups(n, columns));
+        // ResNet-18 at 112 px, 16 images: its stem, second, third and last stages.
+        assert_eq!(
+            groups(2, 16, 3136),
+            (0..16).map(|b| b..b + 1).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            groups(2, 16, 196),
+            [0..2, 2..5, 5..8, 8..10, 10..13, 13..16]
+        );
+        assert_eq!(groups(2, 16, 49), [0..8, 8..16]);
+        assert_eq!(groups(2, 16, 16), vec![Range { start: 0, end: 16 }]);
+        assert_eq!(
+            groups(3, 16, 196),
+            [0..2, 2..5, 5..7, 7..10, 10..13, 13..16]
+        );
+        for threads in 1..5 {
+            for n in 0..40 {
+                for columns in [1, 7, 49, 100, 511, 512, 513, 4000] {
+                    let g = groups(threads, n, columns);
+                    let most = GROUP_COLUMNS.div_ceil(columns).max(1);
+                    assert_eq!(g.iter().map(|r| r.len()).sum::<usize>(), n);
+                    for pair in g.windows(2) {
+                        assert_eq!(pair[0].end, pair[1].start);
+                    }
+                    assert!(g.iter().all(|r| !r.is_empty() && r.len() <= most));
+                }
+            }
+        }
+    }
+
     /// Values and gradients against candle's own conv2d, where candle's backward is correct
-    /// (even sizes; its transposed-conv input gradient breaks on odd sizes with stride 2).
+    /// (even sizes; its transposed-conv input gradient breaks on odd sizes with stride 2), with
+    /// the layout work on one thread and spread over three.
     #[test]
     fn conv2d_matches_candle() -> Result<()> {
+        on_threads(1, conv2d_cases)?;
+        on_threads(3, conv2d_cases)
+    }
+
+    fn conv2d_cases() -> Result<()> {
         let dev = Device::Cpu;
         for &(n, c, h, w, o, k, s, p) in &[
             (2, 3, 8, 8, 4, 3, 1, 1),
@@ -674,6 +806,11 @@ mod tests {
 
     #[test]
     fn conv_transpose2d_matches_candle() -> Result<()> {
+        on_threads(1, conv_transpose2d_cases)?;
+        on_threads(3, conv_transpose2d_cases)
+    }
+
+    fn conv_transpose2d_cases() -> Result<()> {
         let dev = Device::Cpu;
         // DCGAN's shapes: 1→4 (k4 s1 p0), then doubling (k4 s2 p1).
         for &(n, c, h, o, k, s, p) in &[

@@ -283,4 +283,48 @@ mod tests {
         }
         Ok(())
     }
+
+    /// Other windows, several planes, and ties: each output's gradient goes to the first maximum
+    /// of its window in row-major order, and only there.
+    #[test]
+    fn routes_each_gradient_to_the_first_maximum() -> Result<()> {
+        for &(h, w, k, s, p) in &[
+            (7usize, 7usize, 3usize, 2usize, 1usize),
+            (6, 9, 2, 2, 0),
+            (5, 7, 3, 1, 1),
+            (10, 11, 3, 3, 1),
+            (9, 8, 5, 2, 2),
+        ] {
+            let planes = 3;
+            // Few distinct values: most windows hold their maximum more than once.
+            let vals: Vec<f32> = (0..planes * h * w).map(|i| ((i * 37) % 5) as f32).collect();
+            let x = Var::from_vec(vals.clone(), (1, planes, h, w), &Device::Cpu)?;
+            let y = max_pool2d(x.as_tensor(), k, s, p)?;
+            let (oh, ow) = (y.dim(2)?, y.dim(3)?);
+            // Small integer weights: sums of them are exact in any order.
+            let up: Vec<f32> = (0..planes * oh * ow)
+                .map(|i| (i % 7) as f32 + 1.0)
+                .collect();
+            let up_t = Tensor::from_vec(up.clone(), y.shape(), &Device::Cpu)?;
+            let g = (&y * &up_t)?.sum_all()?.backward()?;
+            let g = g
+                .get(x.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let ys = y.flatten_all()?.to_vec1::<f32>()?;
+            for plane in 0..planes {
+                let xs = &vals[plane * h * w..][..h * w];
+                let (expected, arg) = reference(xs, h, w, k, s, p);
+                let case = format!("{h}x{w} k{k} s{s} p{p} plane {plane}");
+                assert_eq!(&ys[plane * oh * ow..][..oh * ow], expected, "{case}");
+                let mut want = vec![0f32; h * w];
+                for (o, i) in arg.into_iter().enumerate() {
+                    want[i] += up[plane * oh * ow + o];
+                }
+                assert_eq!(&g[plane * h * w..][..h * w], want, "{case}");
+            }
+        }
+        Ok(())
+    }
 }

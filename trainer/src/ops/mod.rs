@@ -79,6 +79,76 @@ fn valid_range(kk: usize, s: usize, p: usize, len: usize, out: usize) -> std::op
     lo..hi.max(lo)
 }
 
+/// A plane's rows split by column phase for a strided window: phase `φ` of a row holds its
+/// columns `φ, φ + s, φ + 2s, …`, each phase `width` long (the last ones padded), so that one tap
+/// over a row of outputs reads one contiguous run instead of every `s`-th value. With stride 1 a
+/// split row is the row itself. (The depthwise convolution pads and splits both axes, for runs
+/// over whole planes; the convolutions and the max pool here go a row of outputs at a time.)
+#[derive(Clone, Copy)]
+struct SplitRows {
+    stride: usize,
+    padding: usize,
+    w: usize,
+    /// Values per phase.
+    width: usize,
+    /// Values per split row: `stride · width`.
+    row: usize,
+}
+
+impl SplitRows {
+    /// For rows `w` wide under a window of stride `stride` and zero padding `padding`.
+    fn new(w: usize, stride: usize, padding: usize) -> Self {
+        let width = w.div_ceil(stride);
+        Self {
+            stride,
+            padding,
+            w,
+            width,
+            row: if stride == 1 { w } else { stride * width },
+        }
+    }
+
+    /// Where, in a split row, the run of tap `kx` starts for `outputs` (those whose tap reads
+    /// inside the row, from [`valid_range`]).
+    fn start(&self, kx: usize, outputs: &std::ops::Range<usize>) -> usize {
+        if outputs.is_empty() {
+            return 0;
+        }
+        let col = outputs.start * self.stride + kx - self.padding;
+        (col % self.stride) * self.width + col / self.stride
+    }
+
+    /// A plane (`[h, w]`) into split rows (`[h, row]`).
+    fn split(&self, plane: &[f32], dst: &mut [f32]) {
+        for (src, out) in plane
+            .chunks_exact(self.w)
+            .zip(dst.chunks_exact_mut(self.row))
+        {
+            for (phase, out) in out.chunks_exact_mut(self.width).enumerate() {
+                let column = src[phase.min(self.w)..].iter().step_by(self.stride);
+                for (d, v) in out.iter_mut().zip(column) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+
+    /// Split rows (`[h, row]`) back into a plane (`[h, w]`).
+    fn merge(&self, split: &[f32], plane: &mut [f32]) {
+        for (src, out) in split
+            .chunks_exact(self.row)
+            .zip(plane.chunks_exact_mut(self.w))
+        {
+            for (phase, src) in src.chunks_exact(self.width).enumerate() {
+                let column = out[phase.min(self.w)..].iter_mut().step_by(self.stride);
+                for (d, v) in column.zip(src) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -87,5 +157,38 @@ mod tests {
         assert_eq!(super::valid_range(0, 2, 1, 5, 3), 1..3);
         assert_eq!(super::valid_range(1, 2, 1, 5, 3), 0..3);
         assert_eq!(super::valid_range(2, 2, 1, 5, 3), 0..2);
+    }
+
+    /// Each tap's run in the split rows holds the columns the window reads, and merging gives
+    /// the rows back.
+    #[test]
+    fn split_rows_give_each_tap_one_run() {
+        for (w, k, s, p) in [
+            (9, 3, 2, 1),
+            (8, 4, 2, 1),
+            (10, 5, 3, 2),
+            (7, 3, 1, 1),
+            (5, 1, 2, 0),
+        ] {
+            let h = 3;
+            let plane: Vec<f32> = (0..h * w).map(|i| i as f32).collect();
+            let rows = super::SplitRows::new(w, s, p);
+            let mut split = vec![f32::NAN; h * rows.row];
+            rows.split(&plane, &mut split);
+            let ow = (w + 2 * p - k) / s + 1;
+            for kx in 0..k {
+                let outputs = super::valid_range(kx, s, p, w, ow);
+                let start = rows.start(kx, &outputs);
+                for y in 0..h {
+                    let run = &split[y * rows.row + start..][..outputs.len()];
+                    for (ox, v) in outputs.clone().zip(run) {
+                        assert_eq!(*v, plane[y * w + ox * s + kx - p], "w{w} k{k} s{s} p{p}");
+                    }
+                }
+            }
+            let mut back = vec![f32::NAN; h * w];
+            rows.merge(&split, &mut back);
+            assert_eq!(back, plane);
+        }
     }
 }
