@@ -2,9 +2,9 @@
 //! 16 multiplications per 2×2 output tile and channel pair instead of 36.
 //!
 //! About five sixths of ResNet-18's multiply-adds are in such convolutions (13 of its 20), and
-//! both their value and their input gradient (a 3×3 stride-1 convolution with the filters
-//! transposed and flipped) go through here; the weight gradient stays with the im2col
-//! products. Each image's input is cut into overlapping 4×4 tiles, transformed (`Bᵀ d B`), and
+//! their value, their input gradient (a 3×3 stride-1 convolution with the filters transposed
+//! and flipped) and, on maps of 14×14 and up, their weight gradient ([`weight_grad3x3`]) go
+//! through here. Each image's input is cut into overlapping 4×4 tiles, transformed (`Bᵀ d B`), and
 //! for each of the 16 transformed positions one matrix product with the transformed filters
 //! (`G g Gᵀ`) combines the channels;
 //! the output transform (`Aᵀ m A`) turns each tile back into 2×2 outputs.
