@@ -221,14 +221,25 @@ pub(super) fn conv3x3(
                 } else {
                     m.chunks_mut(o * tiles).enumerate().for_each(product);
                 }
+                // Task `b` writes every image's output channels of block `b`.
                 let block = if inner { OUTPUT_BLOCK.min(o) } else { o };
-                each_chunk(dst, out_len, inner, |j, image| {
-                    each_chunk(image, block * plane, inner, |b, channels| {
-                        let first = b * block;
-                        let ocs = first..(first + block).min(o);
-                        transform_output(m, (o, ocs), &t, (tiles, j * t.tiles()), channels);
-                    });
-                });
+                let mut tasks: Vec<Vec<&mut [f32]>> = (0..o.div_ceil(block))
+                    .map(|_| Vec::with_capacity(images.len()))
+                    .collect();
+                for image in dst.chunks_mut(out_len) {
+                    for (task, part) in tasks.iter_mut().zip(image.chunks_mut(block * plane)) {
+                        task.push(part);
+                    }
+                }
+                let output = |(b, outs): (usize, Vec<&mut [f32]>)| {
+                    let ocs = b * block..((b + 1) * block).min(o);
+                    transform_output(m, (o, ocs), &t, tiles, outs);
+                };
+                if inner {
+                    tasks.into_par_iter().enumerate().for_each(output);
+                } else {
+                    tasks.into_iter().enumerate().for_each(output);
+                }
             })
         });
     out
@@ -324,8 +335,11 @@ fn untransform_filters(m: &[f32], filters: usize) -> Vec<f32> {
 }
 
 /// Writes `A dY Aᵀ` of each 2×2 tile of output gradient channel `oc` of `images` (of
-/// `dy [n, o, oh, ow]`) into `uc`: `POSITIONS` rows, each the group's tiles, image after image
-/// (as [`transform_input`] lays out its tiles). Outputs past the map's edge count as zero.
+/// `dy [n, o, oh, ow]`) into `uc`: `POSITIONS` rows, each the group's tiles in [`tile_index`]
+/// order, as [`transform_input`] lays out its tiles. Outputs past the map's edge count as zero.
+///
+/// A row of tiles of every image at a time: its two output rows split into even and odd columns,
+/// then combined in sweeps over all the group's images.
 fn transform_gradient(
     dy: &[f32],
     (o, oc): (usize, usize),
@@ -335,61 +349,67 @@ fn transform_gradient(
 ) {
     let tw = t.tw;
     let tiles = uc.len() / POSITIONS;
+    let run = images.len() * tw;
     // The tile rows' even and odd columns (zero past the edge), then `A` applied down them.
-    let mut rows = vec![[vec![0f32; tw], vec![0f32; tw]]; 2];
-    let mut down = vec![[vec![0f32; tw], vec![0f32; tw]]; 4];
-    for (j, b) in images.enumerate() {
-        let plane = &dy[(b * o + oc) * t.oh * t.ow..][..t.oh * t.ow];
-        for ty in 0..t.th {
-            for (r, [even, odd]) in rows.iter_mut().enumerate() {
+    let mut rows = vec![[vec![0f32; run], vec![0f32; run]]; 2];
+    let mut down = vec![[vec![0f32; run], vec![0f32; run]]; 4];
+    for ty in 0..t.th {
+        for (r, [even, odd]) in rows.iter_mut().enumerate() {
+            let y = 2 * ty + r;
+            if y >= t.oh {
                 even.fill(0.0);
                 odd.fill(0.0);
-                let y = 2 * ty + r;
-                if y >= t.oh {
-                    continue;
-                }
-                let src = &plane[y * t.ow..][..t.ow];
-                for (dst, skip) in [(&mut *even, 0), (&mut *odd, 1)] {
+                continue;
+            }
+            for (j, b) in images.clone().enumerate() {
+                let src = &dy[((b * o + oc) * t.oh + y) * t.ow..][..t.ow];
+                let at = j * tw..(j + 1) * tw;
+                for (dst, skip) in [(&mut even[at.clone()], 0), (&mut odd[at], 1)] {
+                    // An odd width leaves the last tile's odd column past the edge.
+                    dst.fill(0.0);
                     for (d, v) in dst.iter_mut().zip(src.iter().skip(skip).step_by(2)) {
                         *d = *v;
                     }
                 }
             }
-            // A = [1 0; 1 1; 1 −1; 0 −1]: a pair (p, q) becomes (p, p + q, p − q, −q).
-            for half in 0..2 {
-                let (d0, d1) = (&rows[0][half], &rows[1][half]);
-                for (k, (&p, &q)) in d0.iter().zip(d1.iter()).enumerate() {
-                    down[0][half][k] = p;
-                    down[1][half][k] = p + q;
-                    down[2][half][k] = p - q;
-                    down[3][half][k] = -q;
-                }
+        }
+        // A = [1 0; 1 1; 1 −1; 0 −1]: a pair (p, q) becomes (p, p + q, p − q, −q).
+        for half in 0..2 {
+            let (d0, d1) = (&rows[0][half], &rows[1][half]);
+            for (k, (&p, &q)) in d0.iter().zip(d1.iter()).enumerate() {
+                down[0][half][k] = p;
+                down[1][half][k] = p + q;
+                down[2][half][k] = p - q;
+                down[3][half][k] = -q;
             }
-            // Then across: tile tx's pair is (even[tx], odd[tx]).
-            let col = j * t.tiles() + ty * tw;
-            for (i, [e, od]) in down.iter().enumerate() {
-                let row = |q: usize| (i * 4 + q) * tiles + col;
-                uc[row(0)..][..tw].copy_from_slice(e);
-                for (d, (&p, &q)) in uc[row(1)..][..tw].iter_mut().zip(e.iter().zip(od)) {
-                    *d = p + q;
-                }
-                for (d, (&p, &q)) in uc[row(2)..][..tw].iter_mut().zip(e.iter().zip(od)) {
-                    *d = p - q;
-                }
-                for (d, &q) in uc[row(3)..][..tw].iter_mut().zip(od) {
-                    *d = -q;
-                }
+        }
+        // Then across: tile tx's pair is (even[tx], odd[tx]).
+        let col = tile_index(t, images.len(), 0, ty);
+        for (i, [e, od]) in down.iter().enumerate() {
+            let row = |q: usize| (i * 4 + q) * tiles + col;
+            uc[row(0)..][..run].copy_from_slice(e);
+            for (d, (&p, &q)) in uc[row(1)..][..run].iter_mut().zip(e.iter().zip(od)) {
+                *d = p + q;
+            }
+            for (d, (&p, &q)) in uc[row(2)..][..run].iter_mut().zip(e.iter().zip(od)) {
+                *d = p - q;
+            }
+            for (d, &q) in uc[row(3)..][..run].iter_mut().zip(od) {
+                *d = -q;
             }
         }
     }
 }
 
 /// Writes the transformed tiles of channel `ch` of `images` (of `x [n, c, h, w]`) into `vc`:
-/// `POSITIONS` rows, each the group's tiles, image after image.
+/// `POSITIONS` rows, each the group's tiles in [`tile_index`] order (a row of tiles of every
+/// image, then the next row).
 ///
-/// A row of tiles at a time, each step a sweep along the row (vectorised): the four input rows
-/// it reads, split into even and odd columns (tile `tx` starts at column `2·tx`), are combined
-/// down the columns (`Bᵀ d`), then across (`· B`) straight into the tiles' columns of `vc`.
+/// Each padded input row is combined across once (`· B`: tile `tx` reads its columns `2·tx` to
+/// `2·tx + 3`) into four runs holding that row of every image, then each row of tiles combines
+/// its four input rows down (`Bᵀ ·`) in sweeps over all the group's images at once: on the small
+/// maps (a 4×4 map has rows of 2 tiles) a sweep over one image's row was too short to vectorise,
+/// and each input row was split twice, once for each row of tiles reading it.
 fn transform_input(
     x: &[f32],
     (c, ch): (usize, usize),
@@ -397,67 +417,61 @@ fn transform_input(
     t: &Tiling,
     vc: &mut [f32],
 ) {
-    let tw = t.tw;
+    let (tw, p) = (t.tw, t.padding);
     let tiles = vc.len() / POSITIONS;
-    // Even and odd columns of the 4 rows, `tw + 1` each (the last tile reads one pair past).
-    let mut rows = vec![[vec![0f32; tw + 1], vec![0f32; tw + 1]]; 4];
-    let mut bd = rows.clone();
-    for (j, b) in images.enumerate() {
-        let plane = &x[(b * c + ch) * t.h * t.w..][..t.h * t.w];
-        for ty in 0..t.th {
-            for (r, [even, odd]) in rows.iter_mut().enumerate() {
-                even.fill(0.0);
-                odd.fill(0.0);
-                let y = (2 * ty + r) as isize - t.padding as isize;
-                if y < 0 || y >= t.h as isize {
-                    continue;
-                }
-                // Input column x is padded column x + p: (first input column, first slot) of
-                // each half.
-                let src = &plane[y as usize * t.w..][..t.w];
-                let p = t.padding;
-                let (to_even, to_odd) = if p.is_multiple_of(2) {
-                    ((0, p / 2), (1, p / 2))
+    let run = images.len() * tw;
+    let rows = 2 * t.th + 2;
+    // Rows past the map's edge stay zero.
+    let mut across = vec![0f32; rows * 4 * run];
+    // One input row with its zero padding: `2·tw + 2 ≥ w + 2p` columns.
+    let mut padded = vec![0f32; 2 * tw + 2];
+    for (yy, dst) in across.chunks_exact_mut(4 * run).enumerate() {
+        let Some(y) = yy.checked_sub(p).filter(|&y| y < t.h) else {
+            continue;
+        };
+        let (d0, rest) = dst.split_at_mut(run);
+        let (d1, rest) = rest.split_at_mut(run);
+        let (d2, d3) = rest.split_at_mut(run);
+        for (j, b) in images.clone().enumerate() {
+            padded[p..p + t.w].copy_from_slice(&x[((b * c + ch) * t.h + y) * t.w..][..t.w]);
+            let at = j * tw..(j + 1) * tw;
+            // B = Bᵀ transposed: a tile's columns (a, b, c, d) become (a − c, b + c, c − b, b − d).
+            for ((((e0, e1), e2), e3), d) in d0[at.clone()]
+                .iter_mut()
+                .zip(&mut d1[at.clone()])
+                .zip(&mut d2[at.clone()])
+                .zip(&mut d3[at])
+                .zip(padded.windows(4).step_by(2))
+            {
+                *e0 = d[0] - d[2];
+                *e1 = d[1] + d[2];
+                *e2 = d[2] - d[1];
+                *e3 = d[1] - d[3];
+            }
+        }
+    }
+    // Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] down the four rows of each row of tiles.
+    for ty in 0..t.th {
+        let row = |k: usize, q: usize| &across[((2 * ty + k) * 4 + q) * run..][..run];
+        for q in 0..4 {
+            let [d0, d1, d2, d3] = [0, 1, 2, 3].map(|k| row(k, q));
+            for (r, (a, b, add)) in [
+                (d0, d2, false),
+                (d1, d2, true),
+                (d2, d1, false),
+                (d1, d3, false),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let dst = &mut vc[(r * 4 + q) * tiles + ty * run..][..run];
+                if add {
+                    for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
+                        *d = a + b;
+                    }
                 } else {
-                    ((1, p.div_ceil(2)), (0, p / 2))
-                };
-                for (half, (skip, slot)) in [(&mut *even, to_even), (&mut *odd, to_odd)] {
-                    for (dst, value) in half[slot..]
-                        .iter_mut()
-                        .zip(src.iter().skip(skip).step_by(2))
-                    {
-                        *dst = *value;
-                    }
-                }
-            }
-            // Bᵀ d, Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], on both halves.
-            for half in 0..2 {
-                let [d0, d1, d2, d3] = [0, 1, 2, 3].map(|r| rows[r][half].as_slice());
-                let combine = |dst: &mut Vec<f32>, a: &[f32], b: &[f32], sign: f32| {
-                    for ((dst, a), b) in dst.iter_mut().zip(a).zip(b) {
-                        *dst = a + sign * b;
-                    }
-                };
-                combine(&mut bd[0][half], d0, d2, -1.0);
-                combine(&mut bd[1][half], d1, d2, 1.0);
-                combine(&mut bd[2][half], d2, d1, -1.0);
-                combine(&mut bd[3][half], d1, d3, -1.0);
-            }
-            // (Bᵀ d) B: with e = even and o = odd columns, tile tx's row is e[tx], o[tx],
-            // e[tx + 1], o[tx + 1].
-            let col = j * t.tiles() + ty * tw;
-            for (r, [e, o]) in bd.iter().enumerate() {
-                // Each of the row's four positions as `a + sign·b` of two shifted halves.
-                let terms: [(&[f32], &[f32], f32); 4] = [
-                    (&e[..tw], &e[1..], -1.0),
-                    (&o[..tw], &e[1..], 1.0),
-                    (&e[1..], &o[..tw], -1.0),
-                    (&o[..tw], &o[1..], -1.0),
-                ];
-                for (q, (a, b, sign)) in terms.into_iter().enumerate() {
-                    let dst = &mut vc[(r * 4 + q) * tiles + col..][..tw];
-                    for ((dst, a), b) in dst.iter_mut().zip(a).zip(b) {
-                        *dst = a + sign * b;
+                    for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
+                        *d = a - b;
                     }
                 }
             }
@@ -465,35 +479,42 @@ fn transform_input(
     }
 }
 
-/// Turns the products `m` (`POSITIONS` matrices `[o × tiles]`) of one image's tiles, from column
-/// `first` on, into its output channels `ocs` (`out`: `[ocs.len(), oh, ow]`), a row of tiles at
-/// a time as above.
+/// Column of tile `(ty, tx)` of the `j`-th of `images` images in a group's transformed rows:
+/// rows of tiles outermost, so that a row of tiles of every image is one run.
+fn tile_index(t: &Tiling, images: usize, j: usize, ty: usize) -> usize {
+    (ty * images + j) * t.tw
+}
+
+/// Turns the products `m` (`POSITIONS` matrices `[o × tiles]`) of a group's tiles into the
+/// output channels `ocs` of each of its images (`outs[j]`: `[ocs.len(), oh, ow]` of image `j`),
+/// a row of tiles of every image at a time: the sweeps run over all the images, which on the
+/// small maps are many and their rows of tiles short.
 fn transform_output(
     m: &[f32],
     (o, ocs): (usize, Range<usize>),
     t: &Tiling,
-    (tiles, first): (usize, usize),
-    out: &mut [f32],
+    tiles: usize,
+    mut outs: Vec<&mut [f32]>,
 ) {
-    let tw = t.tw;
+    let (tw, plane) = (t.tw, t.oh * t.ow);
+    let run = outs.len() * tw;
     let row = || {
         [
-            vec![0f32; tw],
-            vec![0f32; tw],
-            vec![0f32; tw],
-            vec![0f32; tw],
+            vec![0f32; run],
+            vec![0f32; run],
+            vec![0f32; run],
+            vec![0f32; run],
         ]
     };
     let mut s = [row(), row()];
-    let (mut even, mut odd) = (vec![0f32; tw], vec![0f32; tw]);
+    let (mut even, mut odd) = (vec![0f32; run], vec![0f32; run]);
     for (i, oc) in ocs.enumerate() {
-        let plane = &mut out[i * t.oh * t.ow..][..t.oh * t.ow];
         for ty in 0..t.th {
-            let col = first + ty * tw;
-            let run = |r: usize, q: usize| &m[((r * 4 + q) * o + oc) * tiles + col..][..tw];
+            let col = tile_index(t, outs.len(), 0, ty);
+            let run_of = |r: usize, q: usize| &m[((r * 4 + q) * o + oc) * tiles + col..][..run];
             // Aᵀ m, Aᵀ = [1 1 1 0; 0 1 −1 −1], for each of the tile's 4 columns.
             for q in 0..4 {
-                let (a, b, c, d) = (run(0, q), run(1, q), run(2, q), run(3, q));
+                let (a, b, c, d) = (run_of(0, q), run_of(1, q), run_of(2, q), run_of(3, q));
                 let [s0, s1] = &mut s;
                 for (((((s0, s1), a), b), c), d) in s0[q]
                     .iter_mut()
@@ -507,7 +528,7 @@ fn transform_output(
                     *s1 = b - c - d;
                 }
             }
-            // (Aᵀ m) A: each tile's two outputs of the row, interleaved into it.
+            // (Aᵀ m) A: each tile's two outputs of the row, interleaved into each image's row.
             for (r, [a, b, c, d]) in s.iter().enumerate() {
                 let y = 2 * ty + r;
                 if y >= t.oh {
@@ -524,11 +545,16 @@ fn transform_output(
                     *e = a + b + c;
                     *od = b - c - d;
                 }
-                let row = &mut plane[y * t.ow..(y + 1) * t.ow];
-                for ((pair, e), od) in row.chunks_mut(2).zip(&even).zip(&odd) {
-                    pair[0] = *e;
-                    if let Some(x) = pair.get_mut(1) {
-                        *x = *od;
+                for (out, (even, odd)) in outs
+                    .iter_mut()
+                    .zip(even.chunks_exact(tw).zip(odd.chunks_exact(tw)))
+                {
+                    let row = &mut out[i * plane + y * t.ow..][..t.ow];
+                    for ((pair, e), od) in row.chunks_mut(2).zip(even).zip(odd) {
+                        pair[0] = *e;
+                        if let Some(x) = pair.get_mut(1) {
+                            *x = *od;
+                        }
                     }
                 }
             }
