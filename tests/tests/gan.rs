@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use mpox_e2e::{assert_identical_safetensors, temp_dir};
 use mpox_trainer::gan::diffaug::Policy;
+use mpox_trainer::gan::model::{Gan, GanArch, Z_DIM};
 use mpox_trainer::gan::train::{gan_data, GanConfig, GanRun, Loss};
 use mpox_trainer::split::{split, SplitConfig, SplitManifest};
 use mpox_trainer::train::data::{self, DataSource};
@@ -125,6 +126,50 @@ fn a_resumed_run_continues_identically() {
         &dir.join("a/gan.safetensors"),
         &dir.join("c/gan.safetensors"),
     );
+}
+
+/// The generator's update runs the discriminator through `forward_fixed`: it gets the very
+/// gradients it got through `forward_t`, and none are computed for the discriminator's
+/// convolution weights (both pairs).
+#[test]
+fn a_fixed_discriminator_gives_the_generator_the_same_gradients() {
+    let dir = temp_dir("gan-fixed");
+    let features = mpox_e2e::random_feature_weights(&dir.join("features.safetensors"), 4);
+    for (arch, convolutions) in [(GanArch::Dcgan, 5), (GanArch::Projected, 7)] {
+        let gan = Gan::new(arch, 64, false, 3, Some(&features), &Device::Cpu).unwrap();
+        let z = Tensor::randn(0f32, 1.0, (4, Z_DIM), &Device::Cpu).unwrap();
+        let fake = gan.g.forward_t(&z, true).unwrap();
+        let loss = |fixed: bool| {
+            let d = if fixed {
+                gan.d.forward_fixed(&fake, true)
+            } else {
+                gan.d.forward_t(&fake, true)
+            };
+            d.unwrap().mean_all().unwrap().backward().unwrap()
+        };
+        let (full, fixed) = (loss(false), loss(true));
+        let values =
+            |t: Option<&Tensor>| t.map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let mut compared = 0;
+        for (name, var) in gan.g_vars.data().lock().unwrap().iter() {
+            let want = values(full.get(var));
+            assert_eq!(values(fixed.get(var)), want, "{arch:?} generator's {name}");
+            compared += usize::from(want.is_some());
+        }
+        assert!(
+            compared >= 5,
+            "{arch:?}: {compared} generator gradients compared"
+        );
+        let mut seen = 0;
+        for (name, var) in gan.d_vars.data().lock().unwrap().iter() {
+            if var.dims().len() == 4 {
+                assert!(full.get(var).is_some(), "{arch:?} discriminator's {name}");
+                assert!(fixed.get(var).is_none(), "{arch:?} discriminator's {name}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, convolutions, "{arch:?}");
+    }
 }
 
 /// The projected GAN (the default): its discriminator learns on the frozen features, the

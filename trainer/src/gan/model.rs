@@ -158,10 +158,26 @@ impl DcganDiscriminator {
 
     /// Logits of real vs generated.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.logits(x, train, false)
+    }
+
+    /// Logits with the convolutions' weights held fixed: the backward pass then skips their
+    /// gradients (a third of the discriminator's backward products), which the generator's update
+    /// does not use.
+    pub fn forward_fixed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.logits(x, train, true)
+    }
+
+    fn logits(&self, x: &Tensor, train: bool, fixed: bool) -> Result<Tensor> {
         let mut x = x.clone();
         let n = self.layers.len();
         for (i, l) in self.layers.iter().enumerate() {
-            x = ops::conv2d(&x, &l.weight, l.stride, l.padding)?;
+            let weight = if fixed {
+                l.weight.detach()
+            } else {
+                l.weight.clone()
+            };
+            x = ops::conv2d(&x, &weight, l.stride, l.padding)?;
             let activation = (i + 1 < n).then_some(ops::Activation::Leaky(0.2));
             x = match &l.bn {
                 Some(bn) => bn.forward_activated(&x, train, activation)?,
@@ -212,6 +228,15 @@ impl Discriminator {
         match self {
             Self::Dcgan(d) => d.forward_t(x, train),
             Self::Projected(d) => d.forward_t(x, train),
+        }
+    }
+
+    /// The same logits for the generator's update, which needs their gradient in the images
+    /// only: the convolution weights are held fixed so their gradients are not computed.
+    pub fn forward_fixed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Dcgan(d) => d.forward_fixed(x, train),
+            Self::Projected(d) => d.forward_fixed(x, train),
         }
     }
 }

@@ -174,16 +174,18 @@ impl ScaleDiscriminator {
         Ok(Self { blocks, logit })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Logits; `fixed`: the convolutions' weights held fixed (see [`Discriminator::forward_fixed`]).
+    fn forward_t(&self, x: &Tensor, train: bool, fixed: bool) -> Result<Tensor> {
+        let held = |w: &Tensor| if fixed { w.detach() } else { w.clone() };
         let mut x = x.clone();
         for b in &self.blocks {
-            x = ops::conv2d(&x, &b.weight, 2, 1)?;
+            x = ops::conv2d(&x, &held(&b.weight), 2, 1)?;
             x =
                 b.bn.forward_activated(&x, train, Some(ops::Activation::Leaky(0.2)))?;
         }
         let x = Tensor::cat(&[&x, &minibatch_std(&x)?], 1)?;
         // Maps smaller than the logit window (the stride-32 one at 64 px: 4×4) give one logit.
-        ops::conv2d(&x, &self.logit, 1, 0)
+        ops::conv2d(&x, &held(&self.logit), 1, 0)
     }
 }
 
@@ -219,12 +221,22 @@ impl Discriminator {
 
     /// Logits of real vs generated.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.logits(x, train, false)
+    }
+
+    /// Logits with the convolutions' weights held fixed: the backward pass then skips their
+    /// gradients, which the generator's update does not use.
+    pub fn forward_fixed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.logits(x, train, true)
+    }
+
+    fn logits(&self, x: &Tensor, train: bool, fixed: bool) -> Result<Tensor> {
         let maps = self.projector.forward(x)?;
         let n = x.dim(0)?;
         let logits = maps
             .iter()
             .zip(&self.heads)
-            .map(|(m, h)| h.forward_t(m, train)?.reshape((n, ())))
+            .map(|(m, h)| h.forward_t(m, train, fixed)?.reshape((n, ())))
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&logits, 1)?.flatten_all()
     }

@@ -526,7 +526,7 @@ impl GanRun {
         let grads = d_loss.backward()?;
         self.opt_d.step(&grads, c.lr)?;
         // Generator.
-        let d_gen = self.gan.d.forward_t(&aug(&fake, &mut rng)?, true)?;
+        let d_gen = self.gan.d.forward_fixed(&aug(&fake, &mut rng)?, true)?;
         let mut g_loss = match c.loss {
             Loss::Bce => softplus(&d_gen.neg()?)?.mean_all()?,
             Loss::Hinge => d_gen.mean_all()?.neg()?,
