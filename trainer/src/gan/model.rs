@@ -162,8 +162,8 @@ impl DcganDiscriminator {
     }
 
     /// Logits with the convolutions' weights held fixed: the backward pass then skips their
-    /// gradients (a third of the discriminator's backward products), which the generator's update
-    /// does not use.
+    /// gradients (a third of the discriminator's products in the generator's update), which that
+    /// update does not use.
     pub fn forward_fixed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.logits(x, train, true)
     }
