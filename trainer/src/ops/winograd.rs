@@ -206,7 +206,7 @@ pub(super) fn conv3x3(
                     transform_input(x, (c, ch), images.clone(), &t, vc);
                 });
                 // Single-threaded products: either the groups or the positions run in parallel.
-                let product = |(p, mp): (usize, &mut [f32])| {
+                each_chunk(m, o * tiles, inner, |p, mp| {
                     matmul(
                         (o, tiles, c),
                         mp,
@@ -215,12 +215,7 @@ pub(super) fn conv3x3(
                         Operand::rows(&v[p * tiles..], POSITIONS * tiles),
                         Parallelism::None,
                     );
-                };
-                if inner {
-                    m.par_chunks_mut(o * tiles).enumerate().for_each(product);
-                } else {
-                    m.chunks_mut(o * tiles).enumerate().for_each(product);
-                }
+                });
                 // Task `b` writes every image's output channels of block `b`.
                 let block = if inner { OUTPUT_BLOCK.min(o) } else { o };
                 let mut tasks: Vec<Vec<&mut [f32]>> = (0..o.div_ceil(block))
@@ -281,7 +276,7 @@ pub(super) fn weight_grad3x3(
                         transform_gradient(dy, (o, oc), images.clone(), &t, uc);
                     });
                     // The tiles summed by the product: `[o × tiles] · [tiles × c]` per position.
-                    let product = |(p, dp): (usize, &mut [f32])| {
+                    each_chunk(du, o * c, inner, |p, dp| {
                         matmul(
                             (o, c, tiles),
                             dp,
@@ -290,12 +285,7 @@ pub(super) fn weight_grad3x3(
                             Operand::transposed(&v[p * tiles..], POSITIONS * tiles),
                             Parallelism::None,
                         );
-                    };
-                    if inner {
-                        du.par_chunks_mut(o * c).enumerate().for_each(product);
-                    } else {
-                        du.chunks_mut(o * c).enumerate().for_each(product);
-                    }
+                    });
                 }
             })
         },
@@ -335,7 +325,7 @@ fn untransform_filters(m: &[f32], filters: usize) -> Vec<f32> {
 }
 
 /// Writes `A dY Aᵀ` of each 2×2 tile of output gradient channel `oc` of `images` (of
-/// `dy [n, o, oh, ow]`) into `uc`: `POSITIONS` rows, each the group's tiles in [`tile_index`]
+/// `dy [n, o, oh, ow]`) into `uc`: `POSITIONS` rows, each the group's tiles in [`row_of_tiles`]
 /// order, as [`transform_input`] lays out its tiles. Outputs past the map's edge count as zero.
 ///
 /// A row of tiles of every image at a time: its two output rows split into even and odd columns,
@@ -384,7 +374,7 @@ fn transform_gradient(
             }
         }
         // Then across: tile tx's pair is (even[tx], odd[tx]).
-        let col = tile_index(t, images.len(), 0, ty);
+        let col = row_of_tiles(t, images.len(), ty);
         for (i, [e, od]) in down.iter().enumerate() {
             let row = |q: usize| (i * 4 + q) * tiles + col;
             uc[row(0)..][..run].copy_from_slice(e);
@@ -402,7 +392,7 @@ fn transform_gradient(
 }
 
 /// Writes the transformed tiles of channel `ch` of `images` (of `x [n, c, h, w]`) into `vc`:
-/// `POSITIONS` rows, each the group's tiles in [`tile_index`] order (a row of tiles of every
+/// `POSITIONS` rows, each the group's tiles in [`row_of_tiles`] order (a row of tiles of every
 /// image, then the next row).
 ///
 /// Each padded input row is combined across once (`· B`: tile `tx` reads its columns `2·tx` to
@@ -464,7 +454,7 @@ fn transform_input(
             .into_iter()
             .enumerate()
             {
-                let dst = &mut vc[(r * 4 + q) * tiles + ty * run..][..run];
+                let dst = &mut vc[(r * 4 + q) * tiles + row_of_tiles(t, images.len(), ty)..][..run];
                 if add {
                     for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
                         *d = a + b;
@@ -479,10 +469,10 @@ fn transform_input(
     }
 }
 
-/// Column of tile `(ty, tx)` of the `j`-th of `images` images in a group's transformed rows:
-/// rows of tiles outermost, so that a row of tiles of every image is one run.
-fn tile_index(t: &Tiling, images: usize, j: usize, ty: usize) -> usize {
-    (ty * images + j) * t.tw
+/// First column of row of tiles `ty` in a group's transformed rows: rows of tiles outermost,
+/// then images, then tiles, so that a row of tiles of every image of the group is one run.
+fn row_of_tiles(t: &Tiling, images: usize, ty: usize) -> usize {
+    ty * images * t.tw
 }
 
 /// Turns the products `m` (`POSITIONS` matrices `[o × tiles]`) of a group's tiles into the
@@ -510,7 +500,7 @@ fn transform_output(
     let (mut even, mut odd) = (vec![0f32; run], vec![0f32; run]);
     for (i, oc) in ocs.enumerate() {
         for ty in 0..t.th {
-            let col = tile_index(t, outs.len(), 0, ty);
+            let col = row_of_tiles(t, outs.len(), ty);
             let run_of = |r: usize, q: usize| &m[((r * 4 + q) * o + oc) * tiles + col..][..run];
             // Aᵀ m, Aᵀ = [1 1 1 0; 0 1 −1 −1], for each of the tile's 4 columns.
             for q in 0..4 {
